@@ -1,0 +1,35 @@
+"""Errors a user can cause. The CLI turns each into a one-line message and an exit code, never a traceback."""
+
+
+class StudyError(Exception):
+    """Base class: a problem with the user's input or environment, reported in one line."""
+
+    exit_code = 1
+
+
+class ConfigError(StudyError):
+    """A config or grid file is wrong: unknown key, wrong type, unknown name, bad value.
+
+    The message names the file (when known), the key and, for names, the valid choices.
+    """
+
+    exit_code = 2
+
+    def __init__(self, message: str, *, key: str | None = None, source: str | None = None):
+        self.key, self.source = key, source
+        where = ", ".join(p for p in (source, f"key '{key}'" if key else None) if p)
+        super().__init__(f"{where}: {message}" if where else message)
+
+
+def unknown_name(kind: str, value, choices, *, key: str | None = None, source: str | None = None) -> ConfigError:
+    """The error for a name (norm, init, schedule, scale, ...) that is not one of the valid choices."""
+    listed = ", ".join(sorted(str(c) for c in choices))
+    return ConfigError(f"unknown {kind} {value!r}; valid choices: {listed}", key=key, source=source)
+
+
+class CheckpointError(StudyError):
+    """A checkpoint on disk cannot be read (truncated, corrupt, or from another run)."""
+
+
+class DataError(StudyError):
+    """A data source or tokenizer cannot be loaded (missing file, no network for a hub dataset, ...)."""
