@@ -1,0 +1,53 @@
+"""The `study` command: one subcommand per module in study/commands/.
+
+User errors (StudyError and subclasses) print one line and exit with their code (2 for bad config/grid);
+anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from study.errors import StudyError
+
+# Order here is the order in `study --help`.
+COMMANDS = ("train", "run", "submit", "status", "grid", "eval", "collect", "figures", "schedule", "info")
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # argparse's own errors: one line, exit 2, like ours
+        self.print_usage(sys.stderr)
+        self.exit(2, f"study: error: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="study", description="ProRes study: train, dispatch, evaluate and plot.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    for name in COMMANDS:
+        try:
+            module = importlib.import_module(f"study.commands.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name == f"study.commands.{name}":
+                continue  # not built yet
+            raise
+        module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except StudyError as exc:
+        print(f"study: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("study: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,222 @@
+"""The run directory: the contract between training, evaluation, dispatch and analysis.
+
+<root>/<grid>/<run-name>/ holds config.yaml, run.json, status.json, metrics.jsonl, eval.jsonl, probes.jsonl,
+probes/, lm_eval.json and checkpoints/ (docs/ARCHITECTURE.md lists every field). Every write is atomic
+(temp file + rename) or an append of one whole JSON line, so a killed process never leaves a half-written file
+that a reader would trust.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import math
+import os
+import platform
+import re
+import socket
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from study import config as config_mod
+
+STATES = ("pending", "queued", "running", "completed", "diverged", "failed", "interrupted")
+FINAL_STATES = ("completed", "diverged")  # a result: never rerun
+_UNSAFE = re.compile(r"[^A-Za-z0-9._=+-]+")
+
+
+def now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def _label(value) -> str:
+    if isinstance(value, float):
+        value = f"{value:g}"
+    return _UNSAFE.sub("-", str(value)).strip("-") or "x"
+
+
+def run_name(cfg, axes: dict | None = None) -> str:
+    """Readable name + short hash: '<axis labels joined by _>-<run_id[:8]>'.
+
+    Without axes (a single `study train`), the label is method-or-norm, schedule and scale-or-depth.
+    cfg.name, when set, replaces the readable part.
+    """
+    if cfg.name:
+        readable = _label(cfg.name)
+    elif axes:
+        readable = "_".join(_label(v) for v in axes.values())
+    else:
+        m = cfg.model
+        parts = [cfg.method or m.norm, cfg.prores.schedule]
+        if cfg.prores.T is not None:
+            parts.append(f"T{cfg.prores.T:g}")
+        parts.append(m.scale or f"L{m.n_layers}")
+        readable = "_".join(_label(p) for p in parts)
+    return f"{readable}-{config_mod.run_id(cfg)[:8]}"
+
+
+def _json_default(obj):
+    if hasattr(obj, "item"):  # numpy / torch scalars
+        return obj.item()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+def _clean(value):
+    """NaN/inf are not JSON: write them as strings so a reader can tell 'nan' from a missing value."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_clean(v) for v in value]
+    return value
+
+
+def write_json_atomic(path: Path, data) -> None:
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(_clean(data), indent=1, default=_json_default) + "\n")
+    os.replace(tmp, path)
+
+
+def read_json(path: Path, default=None):
+    try:
+        return json.loads(Path(path).read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return default
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    """Rows of a JSONL file; a torn last line (process killed mid-append) is skipped."""
+    rows = []
+    try:
+        with open(path) as fh:
+            for line in fh:
+                line = line.strip()
+                if not line:
+                    continue
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError:
+                    continue
+    except FileNotFoundError:
+        pass
+    return rows
+
+
+def _git(*args) -> str | None:
+    here = Path(__file__).resolve().parent
+    try:
+        out = subprocess.run(["git", "-C", str(here), *args], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip() if out.returncode == 0 else None
+
+
+def provenance(argv: list[str] | None = None) -> dict:
+    """Where and with what a run was made: git state, versions, host, command line, SLURM ids."""
+    versions = {"python": platform.python_version()}
+    for name in ("torch", "numpy", "transformers", "tokenizers", "datasets", "lm_eval", "submitit", "study"):
+        module = sys.modules.get(name)
+        if module is None:
+            try:
+                module = __import__(name)
+            except Exception:  # an optional package that is absent or broken must not stop a run
+                continue
+        versions[name] = getattr(module, "__version__", "unknown")
+    status = _git("status", "--porcelain", "--untracked-files=no")
+    return {
+        "git_commit": _git("rev-parse", "HEAD"),
+        "git_dirty": None if status is None else bool(status),
+        "versions": versions,
+        "host": socket.gethostname(),
+        "argv": list(sys.argv if argv is None else argv),
+        # Read for the record only: SLURM's variables describe the job, they never configure the run.
+        "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
+        "slurm_array_job_id": os.environ.get("SLURM_ARRAY_JOB_ID"),
+        "slurm_array_task_id": os.environ.get("SLURM_ARRAY_TASK_ID"),
+        "started": now(),
+    }
+
+
+@dataclass
+class RunDir:
+    path: Path
+
+    def __post_init__(self):
+        self.path = Path(self.path)
+
+    @classmethod
+    def for_config(cls, cfg, root, axes: dict | None = None) -> "RunDir":
+        return cls(Path(root) / cfg.grid / run_name(cfg, axes))
+
+    # ---- files -------------------------------------------------------------------------------------
+    def file(self, name: str) -> Path:
+        return self.path / name
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.path / "checkpoints"
+
+    def exists(self) -> bool:
+        return (self.path / "config.yaml").exists()
+
+    def read_config(self):
+        return config_mod.load(self.path / "config.yaml")
+
+    def write_config(self, cfg) -> None:
+        self.path.mkdir(parents=True, exist_ok=True)
+        tmp = self.path / f".config.yaml.tmp-{os.getpid()}"
+        tmp.write_text(config_mod.dump_yaml(cfg))
+        os.replace(tmp, self.path / "config.yaml")
+
+    def read_run(self) -> dict:
+        return read_json(self.path / "run.json", {}) or {}
+
+    def write_run(self, data: dict) -> None:
+        write_json_atomic(self.path / "run.json", data)
+
+    # ---- status --------------------------------------------------------------------------------------
+    def read_status(self) -> dict:
+        return read_json(self.path / "status.json", {}) or {}
+
+    def write_status(self, state: str, step: int | None = None, **fields) -> dict:
+        if state not in STATES:
+            raise ValueError(f"unknown state {state!r}")
+        status = self.read_status()
+        status.update(fields)
+        status.update(state=state, updated=now())
+        if step is not None:
+            status["step"] = step
+        status.setdefault("error", None)
+        self.path.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(self.path / "status.json", status)
+        return status
+
+    @property
+    def state(self) -> str | None:
+        return self.read_status().get("state")
+
+    # ---- JSONL logs ----------------------------------------------------------------------------------
+    def append_jsonl(self, name: str, row: dict) -> None:
+        line = json.dumps(_clean(row), default=_json_default)
+        with open(self.path / name, "a") as fh:
+            fh.write(line + "\n")
+            fh.flush()
+
+    def read_jsonl(self, name: str) -> list[dict]:
+        return read_jsonl(self.path / name)
+
+    def truncate_jsonl(self, name: str, max_step: int) -> None:
+        """Drop rows logged after `max_step`: a resumed run rewrites them from its checkpoint."""
+        path = self.path / name
+        if not path.exists():
+            return
+        rows = [r for r in read_jsonl(path) if r.get("step", 0) <= max_step]
+        tmp = path.with_name(f".{name}.tmp-{os.getpid()}")
+        tmp.write_text("".join(json.dumps(r, default=_json_default) + "\n" for r in rows))
+        os.replace(tmp, path)

@@ -1,0 +1,420 @@
+"""The training run: one function, `train_run`, from a resolved config to a finished run directory.
+
+Every optimizer step: gradient accumulation over micro-batches to the global batch, grad-norm clipping (the norm
+is logged before clipping), AdamW, LR schedule, then alpha(l, step) of the ProRes schedule is copied into the
+model's buffers. Per-step loss and grad norm stay on the device and are written out at log steps (one host sync
+per log interval); divergence (NaN/inf, or a loss above the threshold) is a result recorded with its step.
+SIGTERM / SIGUSR2 end the run at the next step boundary with a checkpoint and state 'interrupted'; calling
+train_run again resumes from the newest valid checkpoint, bit-identical to an uninterrupted run on CPU.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import random
+import signal
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from study import prores
+from study.results import FINAL_STATES, RunDir, provenance
+from study.train import checkpoint as ckpt
+from study.train.distributed import Dist
+from study.train.optim import build_optimizer, build_scheduler
+from study.train.probes import ProbeWriter
+
+# Dense bf16 peak FLOP/s by device name, for MFU (vendor datasheets, without sparsity).
+PEAK_FLOPS = {"H100": 989e12, "H200": 989e12, "H800": 989e12, "A100": 312e12, "A800": 312e12, "L40S": 362e12,
+              "A10G": 125e12, "RTX 4090": 165e12, "V100": 125e12}
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    state: str
+    step: int
+    signal: int | None = None  # the signal that interrupted the run, if any
+
+
+class StopFlag:
+    """Set by SIGTERM / SIGUSR2 (or by a launcher calling request()); read at step boundaries."""
+
+    def __init__(self):
+        self.signum: int | None = None
+
+    def request(self, signum: int = signal.SIGTERM) -> None:
+        self.signum = signum
+
+    def __bool__(self) -> bool:
+        return self.signum is not None
+
+
+@contextlib.contextmanager
+def _signals_to(flag: StopFlag, enabled: bool):
+    if not enabled or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGUSR2)}
+    for s in previous:
+        signal.signal(s, lambda signum, frame: flag.request(signum))
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
+def _device(train_cfg, d: Dist) -> torch.device:
+    want = train_cfg.device
+    if want == "auto":
+        want = "cuda" if torch.cuda.is_available() else "cpu"
+    if want == "cuda":
+        if not torch.cuda.is_available():
+            from study.errors import ConfigError
+            raise ConfigError("CUDA requested but no GPU is visible", key="train.device")
+        torch.cuda.set_device(d.rank % torch.cuda.device_count())
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
+def _precision(train_cfg, device: torch.device) -> str:
+    if train_cfg.precision == "auto":
+        return "bf16" if device.type == "cuda" else "fp32"  # bf16 is many times slower than fp32 on CPUs
+    return train_cfg.precision
+
+
+def _peak_flops(device: torch.device) -> float | None:
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    return next((v for k, v in PEAK_FLOPS.items() if k in name), None)
+
+
+def _rng_state() -> dict:
+    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _set_alphas(model, cfg, step: int) -> None:
+    model.set_alphas(prores.alphas(cfg.prores.schedule, step, cfg.model.n_layers, cfg.prores.T))
+
+
+def train_run(cfg, root, *, axes: dict | None = None, argv: list[str] | None = None,
+              stop: StopFlag | None = None, handle_signals: bool = True) -> RunResult:
+    """Train `cfg` into <root>/<grid>/<run-name>/, resuming if the run directory holds a checkpoint."""
+    stop = stop if stop is not None else StopFlag()
+    with _signals_to(stop, handle_signals):
+        return _Trainer(cfg, Path(root), axes, argv, stop).run()
+
+
+class _Trainer:
+    def __init__(self, cfg, root: Path, axes, argv, stop: StopFlag):
+        self.cfg, self.axes, self.argv, self.stop = cfg, axes, argv, stop
+        self.dist = Dist.current()
+        self.rd = RunDir.for_config(cfg, root, axes)
+        self.step = 0
+        self.tokens = 0
+
+    # ---------------------------------------------------------------------------------------------
+    def run(self) -> RunResult:
+        status = self.dist.broadcast(self.rd.read_status() if self.dist.main else None)
+        if status.get("state") in FINAL_STATES:  # a result exists: never train it twice
+            return RunResult(self.rd.path, status["state"], status.get("step", 0))
+        try:
+            self._setup()
+            return self._loop()
+        except Exception as exc:
+            if self.dist.main:
+                self.rd.write_status("failed", self.step, error=f"{type(exc).__name__}: {exc}")
+            raise
+
+    def _setup(self) -> None:
+        from study.data import TrainStream, build_tokenizer, heldout_batches
+        from study.model import build_model, info, init_fingerprint
+
+        cfg, d = self.cfg, self.dist
+        self.device = _device(cfg.train, d)
+        self.precision = _precision(cfg.train, self.device)
+        torch.manual_seed(cfg.train.seed)  # every rank builds the same initial weights
+        np.random.seed(cfg.train.seed)
+        random.seed(cfg.train.seed)
+        model = build_model(cfg.model)
+        self.fingerprint = init_fingerprint(model)
+        if self.precision == "bf16-pure":  # the official code's mode; alpha buffers stay fp32
+            for p in model.parameters():
+                p.data = p.data.to(torch.bfloat16)
+        self.model = model.to(self.device)
+        self.info = info(cfg.model)
+
+        # Rank 0 builds (and caches) the tokenizer first so ranks don't train it concurrently.
+        if d.main:
+            self.tok = build_tokenizer(cfg.data, vocab_size=cfg.model.vocab_size)
+        d.barrier()
+        if not d.main:
+            self.tok = build_tokenizer(cfg.data, vocab_size=cfg.model.vocab_size)
+        if self.tok.vocab_size > cfg.model.vocab_size:
+            from study.errors import ConfigError
+            raise ConfigError(f"tokenizer '{self.tok.name}' has {self.tok.vocab_size} tokens but the model's "
+                              f"vocabulary is {cfg.model.vocab_size}", key="model.vocab_size")
+        self.stream = TrainStream(cfg.data, self.tok, seq_len=cfg.model.seq_len, seed=cfg.train.seed,
+                                  rank=d.rank, world_size=d.world)
+        needs_eval = cfg.eval.every > 0 or cfg.eval.at_end
+        self.heldout = (heldout_batches(cfg.data, self.tok, seq_len=cfg.model.seq_len, tokens=cfg.eval.tokens,
+                                        batch_size=cfg.eval.batch_size) if needs_eval and d.main else None)
+        self.probes = ProbeWriter(self.rd, cfg, self.heldout_probe_batch()) if d.main and cfg.train.probe_every else None
+
+        self.optimizer = build_optimizer(self.model, cfg.optim, device=self.device)
+        self.scheduler = build_scheduler(self.optimizer, cfg.optim, cfg.train.steps)
+        self.ddp = None
+        if d.active:
+            from torch.nn.parallel import DistributedDataParallel as DDP
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.ddp = DDP(self.model, device_ids=ids, broadcast_buffers=False)
+        forward = self.ddp if self.ddp is not None else self.model
+        self.forward = torch.compile(forward) if cfg.train.compile else forward
+
+        self.micro = cfg.train.micro_batch
+        per_rank = cfg.train.global_batch // d.world
+        if cfg.train.global_batch % (self.micro * d.world):
+            from study.errors import ConfigError
+            raise ConfigError(f"global_batch={cfg.train.global_batch} must be a multiple of micro_batch × "
+                              f"processes = {self.micro} × {d.world}", key="train.global_batch")
+        self.accum = per_rank // self.micro
+        self.diverge_loss = cfg.train.diverge_loss or 1.5 * math.log(cfg.model.vocab_size)
+        self._resume_or_start()
+
+    def heldout_probe_batch(self):
+        """A fixed probe batch: the first held-out sequences, cut to probe_len tokens."""
+        first = self.heldout[0]["input_ids"] if self.heldout else self.stream_peek()
+        n, s = self.cfg.train.probe_sequences, self.cfg.train.probe_len
+        return first[:n, :s].clone()
+
+    def stream_peek(self):
+        from study.data import heldout_batches
+        return heldout_batches(self.cfg.data, self.tok, seq_len=self.cfg.model.seq_len,
+                               tokens=self.cfg.train.probe_sequences * self.cfg.model.seq_len,
+                               batch_size=self.cfg.train.probe_sequences)[0]["input_ids"]
+
+    def _resume_or_start(self) -> None:
+        cfg, d, rd = self.cfg, self.dist, self.rd
+        path = None
+        if d.main:
+            path = ckpt.latest_valid(rd.checkpoints)
+        path = d.broadcast(str(path) if path else None)
+        if path is None:
+            if d.main:
+                rd.write_config(cfg)
+                for name in ("metrics.jsonl", "eval.jsonl", "probes.jsonl"):  # leftovers of a run with no checkpoint
+                    rd.truncate_jsonl(name, 0)
+                rd.write_run({
+                    "run_id": _run_id(cfg), "run_name": rd.path.name, "grid": cfg.grid, "axes": self.axes or {},
+                    "method": cfg.method, "schedule": cfg.prores.schedule, "scale": cfg.model.scale,
+                    "n_layers": cfg.model.n_layers, "params": self.info["params"], "T": cfg.prores.T,
+                    "W": cfg.prores.W, "flops_per_token": self.info["flops_per_token"],
+                    "init_fingerprint": self.fingerprint, "provenance": provenance(self.argv),
+                    "device": str(self.device), "precision": self.precision, "world_size": d.world,
+                })
+                rd.write_status("running", 0, error=None, diverged_step=None)
+            _set_alphas(self.model, cfg, 0)
+            if self.probes:
+                self.probes.write(self.model, 0)
+            return
+        files = ckpt.load_files(Path(path))
+        self.model.load_state_dict(files["model"])
+        self.optimizer.load_state_dict(files["optim"]["optimizer"])
+        self.scheduler.load_state_dict(files["optim"]["scheduler"])
+        trainer = files["trainer"]
+        _set_rng_state(trainer["rng"])
+        data_states = trainer["data"]
+        if len(data_states) != d.world:
+            from study.errors import CheckpointError
+            raise CheckpointError(f"checkpoint {path} was written by {len(data_states)} processes; resume it with "
+                                  f"the same number (now {d.world})")
+        self.stream.load_state_dict(data_states[d.rank])
+        self.step, self.tokens = files["state"]["step"], files["state"]["tokens"]
+        _set_alphas(self.model, cfg, self.step)
+        if d.main:
+            for name in ("metrics.jsonl", "eval.jsonl", "probes.jsonl"):
+                rd.truncate_jsonl(name, self.step)
+            run = rd.read_run()
+            run.setdefault("resumes", []).append({"step": self.step, "provenance": provenance(self.argv)})
+            rd.write_run(run)
+            rd.write_status("running", self.step, error=None)
+            print(f"study: resuming {rd.path.name} from checkpoint step {self.step}", file=sys.stderr)
+
+    # ---------------------------------------------------------------------------------------------
+    def _autocast(self):
+        if self.precision == "bf16":
+            return torch.autocast(self.device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def _train_step(self) -> tuple[torch.Tensor, torch.Tensor, int]:
+        """One optimizer step; returns (mean loss, grad norm before clipping) as device tensors, tokens."""
+        batches = [self.stream.next_batch(self.micro) for _ in range(self.accum)]
+        labels = [b["labels"] for b in batches]
+        n_local = sum(int((lab != -100).sum()) for lab in labels)
+        n_global = self.dist.all_reduce_sum(torch.tensor([float(n_local)])).item() if self.dist.active else n_local
+        # Token-weighted mean over the global batch; DDP averages gradients over ranks, hence × world.
+        scale = self.dist.world / max(n_global, 1)
+        loss_sum = torch.zeros((), device=self.device, dtype=torch.float32)
+        for i, batch in enumerate(batches):
+            x = batch["input_ids"].to(self.device, non_blocking=True)
+            y = batch["labels"].to(self.device, non_blocking=True)
+            sync = self.ddp is None or i == len(batches) - 1
+            with (contextlib.nullcontext() if sync else self.ddp.no_sync()), self._autocast():
+                logits = self.forward(x)
+                loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), y.view(-1),
+                                       ignore_index=-100, reduction="sum")
+            (loss * scale).backward()
+            loss_sum += loss.detach()
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.optim.grad_clip)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        mean_loss = self.dist.all_reduce_sum(loss_sum) / max(n_global, 1)
+        return mean_loss, grad_norm.detach(), int(n_global)
+
+    def _loop(self) -> RunResult:
+        cfg, d, rd = self.cfg, self.dist, self.rd
+        total = cfg.train.steps
+        bar = None
+        if d.main and cfg.train.progress:
+            from tqdm.auto import tqdm
+            bar = tqdm(total=total, initial=self.step, desc=rd.path.name, unit="step", dynamic_ncols=True,
+                       file=sys.stderr)
+        pending: list[tuple[int, torch.Tensor, torch.Tensor, float, int]] = []
+        window_start, window_tokens = time.perf_counter(), 0
+        peak = _peak_flops(self.device)
+        self.model.train()
+        try:
+            while self.step < total:
+                loss, gnorm, n_tok = self._train_step()
+                lr = self.scheduler.get_last_lr()[0]
+                self.step += 1
+                self.tokens += n_tok
+                window_tokens += n_tok
+                _set_alphas(self.model, cfg, self.step)
+                pending.append((self.step, loss, gnorm, lr, self.tokens))
+
+                at_eval = cfg.eval.every and self.step % cfg.eval.every == 0
+                at_probe = cfg.train.probe_every and self.step % cfg.train.probe_every == 0
+                at_ckpt = self.step % cfg.train.ckpt_every == 0 or self.step == total
+                stopping = self.stop if not d.active else (
+                    self.step % cfg.train.log_every == 0 and d.any(bool(self.stop), self.device))
+                if self.step % cfg.train.log_every == 0 or at_eval or at_probe or at_ckpt or stopping:
+                    elapsed = time.perf_counter() - window_start
+                    tps = window_tokens / elapsed if elapsed > 0 else None
+                    diverged = self._flush(pending, tps, peak, bar)
+                    pending, window_start, window_tokens = [], time.perf_counter(), 0
+                    if diverged is not None:
+                        return self._end_diverged(diverged)
+                if at_eval:
+                    self._evaluate()
+                if at_probe and self.probes:
+                    self.probes.write(self.model, self.step)
+                if at_ckpt or stopping:
+                    self._save()
+                if stopping and self.step < total:
+                    if d.main:
+                        rd.write_status("interrupted", self.step, signal=self.stop.signum)
+                    return RunResult(rd.path, "interrupted", self.step, self.stop.signum)
+        finally:
+            if bar is not None:
+                bar.close()
+        if cfg.eval.at_end and not (cfg.eval.every and self.step % cfg.eval.every == 0):
+            self._evaluate()
+        if self.probes and not (cfg.train.probe_every and self.step % cfg.train.probe_every == 0):
+            self.probes.write(self.model, self.step)
+        if d.main:
+            rd.write_status("completed", self.step)
+        d.barrier()
+        return RunResult(rd.path, "completed", self.step)
+
+    def _flush(self, pending, tps, peak, bar) -> int | None:
+        """Write the buffered per-step rows (one host sync); return the first diverged step, if any."""
+        if not pending:
+            return None
+        losses = torch.stack([p[1] for p in pending]).float().cpu().tolist()
+        gnorms = torch.stack([p[2] for p in pending]).float().cpu().tolist()
+        first_bad = next((p[0] for p, l in zip(pending, losses) if not math.isfinite(l) or l > self.diverge_loss),
+                         None)
+        if self.dist.main:
+            mfu = (tps * self.info["flops_per_token"] / peak) if (peak and tps) else None
+            alpha = self.model.alphas().tolist()
+            for (step, _, _, lr, tokens), l, g in zip(pending, losses, gnorms):
+                self.rd.append_jsonl("metrics.jsonl", {
+                    "step": step, "loss": l, "lr": lr, "grad_norm": g, "tokens": tokens,
+                    "tokens_per_s": tps, "mfu": mfu,
+                    "alpha": alpha if step == pending[-1][0] else None, "time": time.time()})
+                if first_bad is not None and step >= first_bad:
+                    break
+            if bar is not None:
+                bar.update(pending[-1][0] - bar.n)
+                bar.set_postfix(loss=f"{losses[-1]:.3f}", tok_s=f"{tps:,.0f}" if tps else "-")
+        return first_bad
+
+    def _end_diverged(self, step: int) -> RunResult:
+        if self.dist.main:
+            self.rd.write_status("diverged", step, diverged_step=step,
+                                 error=f"loss not finite or above {self.diverge_loss:.3g} at step {step}")
+            print(f"study: {self.rd.path.name} diverged at step {step}", file=sys.stderr)
+        self.dist.barrier()
+        return RunResult(self.rd.path, "diverged", step)
+
+    def _evaluate(self) -> None:
+        if self.dist.main and self.heldout:
+            from study.evaluate.perplexity import perplexity
+            dtype = torch.bfloat16 if self.precision == "bf16" else None
+            result = perplexity(self.model, self.heldout, device=self.device, dtype=dtype)
+            self.model.train()
+            self.rd.append_jsonl("eval.jsonl", {
+                "step": self.step, "dataset": _dataset_name(self.cfg.data), "split": _eval_split(self.cfg.data),
+                "loss": result["loss"], "ppl": result["ppl"], "tokens": result["tokens"],
+                "seq_len": self.cfg.model.seq_len, "source": "train"})
+        self.dist.barrier()
+
+    def _save(self) -> None:
+        data_states = self.dist.gather(self.stream.state_dict())
+        if self.dist.main:
+            ckpt.save(self.rd.checkpoints, self.step,
+                      model_state=self.model.state_dict(),
+                      optim_state={"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict()},
+                      trainer_state={"rng": _rng_state(), "data": data_states},
+                      state={"step": self.step, "tokens": self.tokens, "alpha": self.model.alphas().tolist(),
+                             "run_id": _run_id(self.cfg), "world_size": self.dist.world},
+                      keep=self.cfg.train.keep_checkpoints)
+            self.rd.write_status("running", self.step, checkpoint_step=self.step)
+        self.dist.barrier()
+
+
+def _run_id(cfg) -> str:
+    from study.config import run_id
+    return run_id(cfg)
+
+
+def _dataset_name(data_cfg) -> str:
+    if data_cfg.source == "hf":
+        return data_cfg.hf_path + (f"/{data_cfg.hf_name}" if data_cfg.hf_name else "")
+    return data_cfg.source
+
+
+def _eval_split(data_cfg) -> str:
+    return data_cfg.eval_split or f"heldout-{data_cfg.heldout_fraction:g}"
