@@ -1,0 +1,95 @@
+"""`study grid show|validate GRID`: list a grid's cells with cost estimates, or check a grid file."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+
+from study import config as C
+from study import grid as grid_mod
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("grid", help="list (show) or check (validate) the cells of a grid file",
+                              description="Inspect a grid file: its cells, run names, ids and estimated cost.")
+    sub = p.add_subparsers(dest="grid_command", required=True)
+
+    show = sub.add_parser("show", help="one row per cell: run name, run id, axes, params, tokens, GPU-hours")
+    show.add_argument("grid", help="grid file (or a name under grids/, e.g. paper/main)")
+    show.add_argument("--where", action="extend", nargs="+", default=[], metavar="KEY=VALUE",
+                      help="only cells whose axis (label or value) or resolved config key matches; "
+                           "VALUE may list alternatives separated by commas")
+    show.add_argument("--json", action="store_true", help="print a JSON list of cells (with resolved configs)")
+    show.add_argument("--mfu", type=float, default=grid_mod.DEFAULT_MFU,
+                      help=f"model FLOPs utilisation for the GPU-hour estimate (default {grid_mod.DEFAULT_MFU})")
+    show.add_argument("--peak-tflops", type=float, default=grid_mod.DEFAULT_PEAK_FLOPS / 1e12,
+                      help=f"GPU peak TFLOP/s (default {grid_mod.DEFAULT_PEAK_FLOPS / 1e12:g}, "
+                           f"{grid_mod.PEAK_NOTE})")
+    show.set_defaults(func=run)
+
+    val = sub.add_parser("validate", help="check a grid file fully (every cell resolved) without running")
+    val.add_argument("grid", help="grid file (or a name under grids/)")
+    val.set_defaults(func=run)
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    if args.grid_command == "validate":
+        grid = grid_mod.load_grid(args.grid)
+        print(f"{grid.source}: OK, {len(grid.all_cells)} cells")
+        return 0
+    return _show(args)
+
+
+def _si(value, unit: str = "") -> str:
+    if value is None:
+        return "-"
+    for factor, suffix in ((1e12, "T"), (1e9, "B"), (1e6, "M"), (1e3, "k")):
+        if abs(value) >= factor:
+            return f"{value / factor:.3g}{suffix}{unit}"
+    return f"{value:g}{unit}"
+
+
+def _hours(value) -> str:
+    return "-" if value is None else (f"{value:,.0f}" if value >= 100 else f"{value:.3g}")
+
+
+def _show(args) -> int:
+    grid = grid_mod.load_grid(args.grid)
+    cells = grid.cells(args.where)
+    peak = args.peak_tflops * 1e12
+    est = [grid_mod.estimate(c, mfu=args.mfu, peak_flops=peak) for c in cells]
+    if args.json:
+        rows = [{
+            "run_id": c.run_id, "run_name": c.run_name, "grid": c.grid, "axes": c.axes,
+            "params": e["params"], "tokens": e["tokens"], "gpu_hours": e["gpu_hours"],
+            "flops_per_token": e["flops_per_token"], "mfu": e["mfu"], "peak_flops": e["peak_flops"],
+            "config": C.to_dict(c.config),
+        } for c, e in zip(cells, est)]
+        print(json.dumps(rows, indent=1))
+        return 0
+
+    header = ["run name", "run id", *grid.axis_names, "params", "tokens", "GPU-h"]
+    table = [[c.run_name, c.run_id, *(c.axes[a] for a in grid.axis_names), _si(e["params"]), _si(e["tokens"]),
+              _hours(e["gpu_hours"])] for c, e in zip(cells, est)]
+    widths = [max(len(str(r[i])) for r in [header, *table]) for i in range(len(header))]
+    numeric = {len(header) - 3, len(header) - 2, len(header) - 1}
+
+    def fmt(row):
+        return "  ".join(str(v).rjust(w) if i in numeric else str(v).ljust(w)
+                         for i, (v, w) in enumerate(zip(row, widths))).rstrip()
+
+    print(f"# {grid.name} ({grid.source}): {len(cells)} of {len(grid.all_cells)} cells")
+    for line in textwrap.wrap(grid.description, 110):
+        print(f"# {line}")
+    print(fmt(header))
+    for row in table:
+        print(fmt(row))
+    tokens = sum(e["tokens"] for e in est)
+    hours = [e["gpu_hours"] for e in est]
+    total_hours = None if any(h is None for h in hours) else sum(hours)
+    print(f"total: {len(cells)} cells, {_si(tokens)} tokens, {_hours(total_hours)} GPU-hours "
+          f"(estimated at MFU {args.mfu:.2f} of {args.peak_tflops:g} TFLOP/s peak"
+          f"{', ' + grid_mod.PEAK_NOTE if peak == grid_mod.DEFAULT_PEAK_FLOPS else ''}; "
+          f"training FLOPs/token from study.model.info)")
+    return 0

@@ -1,0 +1,71 @@
+"""`study run GRID`: run a grid's cells one after another in this process, skipping finished ones."""
+
+from __future__ import annotations
+
+import sys
+import traceback
+from collections import Counter
+from pathlib import Path
+
+from study import grid as grid_mod
+from study.results import FINAL_STATES
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("run", help="run the cells of a grid locally, one after another",
+                              description="Run the selected cells of a grid in this process tree. Cells whose "
+                                          "status is completed or diverged are skipped; interrupted or failed "
+                                          "ones resume from their latest checkpoint.")
+    p.add_argument("grid", help="grid file (or a name under grids/, e.g. cpu/quickstart)")
+    p.add_argument("--only", action="extend", nargs="+", default=[], metavar="RUN_ID_OR_NAME",
+                   help="only these cells (run id, run-id prefix of 4+ characters, or run name)")
+    p.add_argument("--where", action="extend", nargs="+", default=[], metavar="KEY=VALUE",
+                   help="only cells whose axis (label or value) or resolved config key matches")
+    p.add_argument("--out", default="results", help="results root (default ./results): runs go to "
+                                                     "ROOT/<grid>/<run-name>/")
+    p.add_argument("--dry-run", action="store_true", help="list what would run, train nothing")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    grid = grid_mod.load_grid(args.grid)
+    cells = grid.select(args.where, args.only)
+    root = Path(args.out)
+    if not cells:
+        print(f"{grid.source}: no cells selected")
+        return 0
+    print(f"{grid.name}: {len(cells)} of {len(grid.all_cells)} cells -> {root / grid.name}/")
+    summary: Counter = Counter()
+    train_run = None
+    for i, cell in enumerate(cells, 1):
+        status = cell.status(root)
+        state = status.get("state")
+        head = f"[{i}/{len(cells)}] {cell.run_name} ({cell.run_id})"
+        if state in FINAL_STATES:
+            print(f"{head}: skip ({state})")
+            summary[f"skipped ({state})"] += 1
+            continue
+        if args.dry_run:
+            action = "would run" if not state else f"would resume ({state} at step {status.get('step', 0)})"
+            print(f"{head}: {action}")
+            summary["would run"] += 1
+            continue
+        if train_run is None:
+            from study.train import train_run  # lazily: torch and the data stack load only when training
+        print(f"{head}: {'run' if not state else f'resume ({state})'}", flush=True)
+        try:
+            result = train_run(cell.config, root, axes=cell.axes, argv=sys.argv)
+        except KeyboardInterrupt:
+            raise
+        except Exception as exc:  # one broken cell must not stop the others; its status.json says failed
+            traceback.print_exc()
+            print(f"{head}: failed ({type(exc).__name__}: {exc})", flush=True)
+            summary["failed"] += 1
+            continue
+        print(f"{head}: {result.state} at step {getattr(result, 'step', '?')}  {result.run_dir}", flush=True)
+        summary[result.state] += 1
+        if result.state == "interrupted":  # a signal asked us to stop: do not start the next cell
+            print("interrupted: not starting further cells (run the same command again to resume)")
+            break
+    print("summary: " + ", ".join(f"{n} {state}" for state, n in sorted(summary.items())))
+    return 1 if (summary["failed"] or summary["interrupted"]) else 0
