@@ -270,14 +270,20 @@ class _Trainer:
         """One optimizer step; returns (mean loss, grad norm before clipping) as device tensors, tokens."""
         batches = [self.stream.next_batch(self.micro) for _ in range(self.accum)]
         labels = [b["labels"] for b in batches]
-        n_local = sum(int((lab != -100).sum()) for lab in labels)
-        n_global = self.dist.all_reduce_sum(torch.tensor([float(n_local)])).item() if self.dist.active else n_local
+        n_local = sum(int((lab != -100).sum()) for lab in labels)  # host tensors: no device sync
+        if self.dist.active and self.cfg.data.packing != "pack":  # packed batches are full on every rank
+            n_local = int(self.dist.all_reduce_sum(torch.tensor([float(n_local)], device=self.device)).item())
+            n_global = n_local
+        else:
+            n_global = n_local * self.dist.world
         # Token-weighted mean over the global batch; DDP averages gradients over ranks, hence × world.
         scale = self.dist.world / max(n_global, 1)
         loss_sum = torch.zeros((), device=self.device, dtype=torch.float32)
         for i, batch in enumerate(batches):
-            x = batch["input_ids"].to(self.device, non_blocking=True)
-            y = batch["labels"].to(self.device, non_blocking=True)
+            x, y = batch["input_ids"], batch["labels"]
+            if self.device.type == "cuda":  # pinned host memory lets the copy overlap with compute
+                x, y = x.pin_memory(), y.pin_memory()
+            x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
             sync = self.ddp is None or i == len(batches) - 1
             with (contextlib.nullcontext() if sync else self.ddp.no_sync()), self._autocast():
                 logits = self.forward(x)
@@ -286,6 +292,7 @@ class _Trainer:
             (loss * scale).backward()
             loss_sum += loss.detach()
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.optim.grad_clip)
+        self.lr = self.scheduler.get_last_lr()[0]  # the LR this step uses (stepping the scheduler moves it on)
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
@@ -307,7 +314,7 @@ class _Trainer:
         try:
             while self.step < total:
                 loss, gnorm, n_tok = self._train_step()
-                lr = self.scheduler.get_last_lr()[0]
+                lr = self.lr
                 self.step += 1
                 self.tokens += n_tok
                 window_tokens += n_tok
