@@ -1,0 +1,76 @@
+"""`study eval RUN_DIR [--step N|latest] [--tasks paper|local|NAME,...] [--limit N] [--batch-size B]
+[--tokens N] [--data-dir DIR] [--no-ppl]`: evaluate a run's checkpoint into its run directory."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def _step(value: str):
+    if value == "latest":
+        return value
+    try:
+        step = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--step must be an integer or 'latest', got {value!r}")
+    if step < 0:
+        raise argparse.ArgumentTypeError("--step must be >= 0")
+    return step
+
+
+def _positive(value: str) -> int:
+    try:
+        n = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value!r}")
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value!r}")
+    return n
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "eval", help="evaluate a run's checkpoint: held-out perplexity (eval.jsonl) and lm-eval (lm_eval.json)",
+        description="Held-out perplexity on the run's own held-out sequences (appended to eval.jsonl, source "
+                    "'eval') and lm-eval tasks in process (lm_eval.json; lm_eval/step_XXXXXXX.json keeps every "
+                    "step). Task sets: paper (the paper's ten zero-shot tasks + wikitext; lambada_openai also "
+                    "gives LAMBADA perplexity), zeroshot (the ten), local (offline tasks from the bundled "
+                    "corpus: corpus_cloze, corpus_lastword, corpus_rolling), none; or lm-eval task names.")
+    p.add_argument("run_dir", help="run directory (holds config.yaml and checkpoints/)")
+    p.add_argument("--step", type=_step, default="latest", help="checkpoint step or 'latest' (default)")
+    p.add_argument("--tasks", default=None,
+                   help="comma-separated task sets/names (default: eval.lm_eval_tasks of the run, else paper); "
+                        "'none' for perplexity only")
+    p.add_argument("--limit", type=_positive, default=None, help="at most N examples per task (testing only)")
+    p.add_argument("--batch-size", type=_positive, default=None,
+                   help="lm-eval batch size (default eval.lm_eval_batch_size); results do not depend on it")
+    p.add_argument("--tokens", type=_positive, default=None, help="held-out perplexity tokens (default eval.tokens)")
+    p.add_argument("--data-dir", default=None,
+                   help="local copies of the hub datasets: DIR/<dataset>/<config>/<split>.jsonl "
+                        "(default eval.lm_eval_data_dir; docs/evaluation.md)")
+    p.add_argument("--no-ppl", action="store_true", help="skip held-out perplexity")
+    p.add_argument("--offline", action="store_true", help="never contact the Hugging Face Hub")
+    p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N")
+    p.add_argument("--dtype", default="auto", choices=("auto", "fp32", "bf16"),
+                   help="auto: bf16 autocast where the run trained with it (GPU), else fp32")
+    p.add_argument("--bootstrap-iters", type=int, default=100000,
+                   help="lm-eval bootstrap iterations for stderr of non-mean metrics (default 100000; 0: none)")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from study.evaluate.run import evaluate_run
+    from study.results import RunDir
+
+    tasks = args.tasks
+    if tasks is None:
+        rd = RunDir(args.run_dir)
+        configured = rd.read_config().eval.lm_eval_tasks if rd.exists() else []
+        tasks = ",".join(configured) if configured else "paper"
+    outcome = evaluate_run(args.run_dir, step=args.step, tasks=tasks, limit=args.limit,
+                           batch_size=args.batch_size, tokens=args.tokens, data_dir=args.data_dir,
+                           ppl=not args.no_ppl, device=args.device, dtype=args.dtype,
+                           bootstrap_iters=args.bootstrap_iters, allow_hub=not args.offline)
+    written = ", ".join(str(p) for p in dict.fromkeys(outcome.files)) or "nothing"
+    print(f"evaluated step {outcome.step}: wrote {written}")
+    return 0

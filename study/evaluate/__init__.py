@@ -1,0 +1,15 @@
+"""Evaluation: held-out perplexity, the lm-eval harness in process, offline task data, `study eval`.
+
+    from study.evaluate.perplexity import perplexity, eval_row, dataset_label
+        perplexity(model, batches, device=, dtype=None) -> {'loss', 'ppl', 'tokens'}
+    from study.evaluate.lm_eval_adapter import StudyLM
+        StudyLM(model, tokenizer, batch_size=, max_length=, device=, dtype=)   (an lm-eval TemplateLM)
+    from study.evaluate import tasks
+        tasks.expand(spec), tasks.prepare(...) -> TaskSetup, tasks.export_hub_data(dir); tasks/generate.py
+    from study.evaluate.run import evaluate_run
+        evaluate_run(run_dir, step=, tasks=, limit=, batch_size=, tokens=, data_dir=, ppl=) -> EvalOutcome
+
+Importing this package imports nothing heavy: lm-eval and transformers load only with the adapter and task
+code, so the trainer's periodic perplexity does not pay for them. (Names are not re-exported here, so that
+`study.evaluate.perplexity` stays the module.)
+"""
