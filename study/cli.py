@@ -13,7 +13,7 @@ import sys
 from study.errors import StudyError
 
 # Order here is the order in `study --help`.
-COMMANDS = ("train", "run", "submit", "status", "grid", "eval", "collect", "figures", "schedule", "info")
+COMMANDS = ("quickstart", "train", "run", "submit", "status", "grid", "eval", "collect", "figures", "schedule", "info")
 
 
 class _Parser(argparse.ArgumentParser):

@@ -44,3 +44,41 @@ def tiny_cfg(cache_dir):
         return resolve(tiny_raw(cache_dir, **overrides))
 
     return make
+
+
+@pytest.fixture(scope="session")
+def tiny_results_root(tmp_path_factory, cache_dir) -> Path:
+    """A results root made by REAL tiny CPU runs, as `study run` would write it.
+
+    Grid 'tiny': Pre-LN and Post-LN each without and with ProRes (linear, T=5), with probes and evals; one
+    extra run forced to diverge (huge LR, no clipping); one run left incomplete (interrupted at step 10 of 30).
+    """
+    from study.config import resolve
+    from study.train import StopFlag, train_run
+
+    root = tmp_path_factory.mktemp("tiny-results")
+    common = {"grid": "tiny", "train.steps": 30, "train.probe_every": 10, "eval.every": 10, "eval.tokens": 2048}
+    for method in ("pre-ln", "post-ln"):
+        for schedule, extra in (("none", {}), ("linear", {"prores.T": 5})):
+            cfg = resolve(tiny_raw(cache_dir, method=method, **common, **{"prores.schedule": schedule}, **extra))
+            assert train_run(cfg, root, axes={"method": method, "schedule": schedule}).state == "completed"
+    diverging = resolve(tiny_raw(cache_dir, method="pre-ln", **common, **{
+        "optim.lr": 1e4, "optim.warmup_steps": 0, "optim.grad_clip": 1e9}))
+    assert train_run(diverging, root, axes={"method": "pre-ln", "schedule": "lr1e4"}).state == "diverged"
+
+    class StopAt(StopFlag):  # interrupts the run once it has taken 10 steps
+        def __init__(self, trainer_steps):
+            super().__init__()
+            self.seen = 0
+            self.limit = trainer_steps
+
+        def __bool__(self):
+            self.seen += 1
+            if self.seen >= self.limit:
+                self.request()
+            return super().__bool__()
+
+    partial = resolve(tiny_raw(cache_dir, method="sandwich-ln", **common))
+    result = train_run(partial, root, axes={"method": "sandwich-ln", "schedule": "none"}, stop=StopAt(10))
+    assert result.state == "interrupted" and result.step == 10
+    return root
