@@ -1,0 +1,323 @@
+"""Where each run of a grid stands: read from its run directory, refined by the scheduler when a job is recorded.
+
+Pure reading (no torch, no submitit at import). The states are those of study.results.STATES:
+
+    pending      no run directory / no status yet (never submitted, or submitted before any job recorded it)
+    queued       a job is recorded and the scheduler says it waits (PENDING, REQUEUED, ...)
+    running      the trainer says so and (where the scheduler can be asked) its job is alive
+    completed    finished; a result, never rerun
+    diverged     NaN/inf or loss above threshold, with its step; a result, never rerun
+    failed       the trainer recorded an exception, or the recorded job ended (FAILED, CANCELLED, TIMEOUT,
+                 OUT_OF_MEMORY, NODE_FAIL, ...) while the run still said pending/queued/running
+    interrupted  stopped by SIGTERM/SIGUSR2 with a checkpoint; resumes when run again
+
+`read_run_state(run_dir)` reads the files; `job_states(job_ids, cluster)` asks the scheduler (sacct, squeue as a
+fallback; for the local executor whether the controller process lives); `effective_state` combines the two;
+`grid_status(grid, root)` does all of it for the cells of a grid and is what `study status` and `study submit`
+use.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from study.results import FINAL_STATES, STATES, read_json
+
+# SLURM job states (sacct/squeue) -> what they mean for a run.
+SLURM_LIVE_QUEUED = {"PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "CONFIGURING", "RESV_DEL_HOLD",
+                     "SUSPENDED", "STOPPED", "RESIZING"}
+SLURM_LIVE_RUNNING = {"RUNNING", "COMPLETING", "SIGNALING", "STAGE_OUT"}
+SLURM_DEAD_FAILED = {"FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "BOOT_FAIL", "DEADLINE",
+                     "PREEMPTED", "REVOKED", "SPECIAL_EXIT"}
+SLURM_DEAD_OK = {"COMPLETED"}
+# Non-SLURM markers used by job_states().
+LOCAL_ALIVE, LOCAL_GONE, UNKNOWN = "RUNNING", "GONE", "UNKNOWN"
+
+
+@dataclass
+class RunState:
+    """One cell's standing. `state` is the effective state; `recorded` what status.json says."""
+
+    run_name: str
+    run_dir: str
+    state: str
+    recorded: str | None = None
+    step: int | None = None
+    steps: int | None = None  # the run's planned total (config.yaml), when known
+    loss: float | None = None
+    job_id: str | None = None
+    job_cluster: str | None = None
+    job_state: str | None = None  # scheduler's word for the job, when asked
+    error: str | None = None
+    diverged_step: int | None = None
+    updated: str | None = None
+    run_id: str | None = None
+    axes: dict = field(default_factory=dict)
+
+    @property
+    def live(self) -> bool:
+        """A job for this run is queued or running right now (never submit it again)."""
+        return self.state in ("queued", "running") and self.job_id is not None and self.job_state is not None \
+            and _job_alive(self.job_state)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Files
+# ---------------------------------------------------------------------------------------------------
+def last_jsonl_row(path: Path, *, chunk: int = 65536) -> dict | None:
+    """The last complete JSON row of a JSONL file, reading only its tail (metrics files grow long)."""
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            size = fh.tell()
+            fh.seek(max(0, size - chunk))
+            tail = fh.read().decode("utf-8", errors="replace")
+    except (FileNotFoundError, IsADirectoryError):
+        return None
+    lines = tail.splitlines()
+    if size > chunk and lines:
+        lines = lines[1:]  # the first line of the window may be cut
+    for line in reversed(lines):
+        line = line.strip()
+        if not line:
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # a torn last line
+        if isinstance(row, dict):
+            return row
+    return None
+
+
+def _planned_steps(run_dir: Path) -> int | None:
+    try:
+        text = (run_dir / "config.yaml").read_text()
+    except OSError:
+        return None
+    m = re.search(r"^train:\s*\n(?:[ \t]+.*\n)*?[ \t]+steps:\s*(\d+)", text, re.M)
+    return int(m.group(1)) if m else None
+
+
+def _as_float(value) -> float | None:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def read_run_state(run_dir: str | Path) -> RunState:
+    """The run's state as its files record it (no scheduler query). A missing directory reads 'pending'."""
+    run_dir = Path(run_dir)
+    status = read_json(run_dir / "status.json", {}) or {}
+    recorded = status.get("state")
+    state = recorded if recorded in STATES else "pending"
+    last = last_jsonl_row(run_dir / "metrics.jsonl")
+    step = status.get("step")
+    if step is None and last is not None:
+        step = last.get("step")
+    job = status.get("job_id")
+    return RunState(
+        run_name=run_dir.name, run_dir=str(run_dir), state=state, recorded=recorded, step=step,
+        steps=_planned_steps(run_dir), loss=_as_float(last.get("loss")) if last else None,
+        job_id=str(job) if job not in (None, "") else None, job_cluster=status.get("job_cluster"),
+        error=status.get("error"), diverged_step=status.get("diverged_step"), updated=status.get("updated"),
+    )
+
+
+# ---------------------------------------------------------------------------------------------------
+# Scheduler
+# ---------------------------------------------------------------------------------------------------
+def _job_alive(job_state: str) -> bool:
+    s = job_state.split()[0].upper() if job_state else ""
+    return s in SLURM_LIVE_QUEUED or s in SLURM_LIVE_RUNNING or s == LOCAL_ALIVE
+
+
+def _expand_ids(job_field: str) -> list[str]:
+    """sacct/squeue JobID -> job ids: '12', '12_3', '12_[0-3,5%2]' -> ['12_0', '12_1', ...]."""
+    m = re.fullmatch(r"(\d+)_\[([0-9,\-]+)(?:%\d+)?\]", job_field)
+    if not m:
+        return [job_field]
+    main, out = m.group(1), []
+    for part in m.group(2).split(","):
+        if "-" in part:
+            a, b = part.split("-", 1)
+            out += [f"{main}_{i}" for i in range(int(a), int(b) + 1)]
+        elif part:
+            out.append(f"{main}_{part}")
+    return out
+
+
+def _run(cmd: list[str], timeout: float) -> str | None:
+    try:
+        res = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return res.stdout if res.returncode == 0 else None
+
+
+def slurm_job_states(job_ids, *, timeout: float = 30) -> dict[str, str]:
+    """{job_id: SLURM state}: squeue for live jobs (slurmctld knows a job the moment it is submitted; the
+    accounting database may lag), then sacct for the others (ended jobs: COMPLETED, FAILED, TIMEOUT, ...).
+
+    Job ids are '123' or '123_4' (array task). Ids neither command knows are absent from the result; {} when
+    there is no SLURM here.
+    """
+    ids = sorted({str(j) for j in job_ids if j})
+    if not ids:
+        return {}
+    mains = ",".join(sorted({j.split("_")[0] for j in ids}))
+    states: dict[str, str] = {}
+    squeue_ok = False
+    if shutil.which("squeue"):
+        out = _run(["squeue", "-h", "-r", "-o", "%i|%T", "-j", mains], timeout)
+        if out is None:  # squeue exits 1 when none of the ids is known any more: ask again without -j
+            out = _run(["squeue", "-h", "-r", "-o", "%i|%T"], timeout)
+        if out is not None:
+            squeue_ok = True
+            for line in out.splitlines():
+                parts = line.strip().split("|")
+                if len(parts) == 2:
+                    for jid in _expand_ids(parts[0]):
+                        states[jid] = parts[1].split()[0].upper()
+    rest = [j for j in ids if j not in states]
+    if rest and shutil.which("sacct"):
+        out = _run(["sacct", "-X", "-n", "-P", "-o", "JobID,State", "-j",
+                    ",".join(sorted({j.split("_")[0] for j in rest}))], timeout)
+        for line in (out or "").splitlines():
+            parts = line.strip().split("|")
+            if len(parts) < 2 or not parts[0] or "." in parts[0]:
+                continue
+            state = parts[1].split()[0].upper() if parts[1].strip() else UNKNOWN  # 'CANCELLED by 0'
+            for jid in _expand_ids(parts[0]):
+                if jid in rest and not (state in SLURM_LIVE_QUEUED | SLURM_LIVE_RUNNING and squeue_ok):
+                    states[jid] = state  # (a live state squeue did not list is stale accounting: ignore it)
+    return {j: states[j] for j in ids if j in states}
+
+
+def local_job_state(job_id: str) -> str:
+    """Local executor job ids are the controller's pid: alive (and a submitit controller) or gone."""
+    try:
+        pid = int(str(job_id).split("_")[0])
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (ValueError, OSError):
+        return LOCAL_GONE
+    if stat.split(") ")[-1].startswith("Z") or b"submitit" not in cmdline:
+        return LOCAL_GONE
+    return LOCAL_ALIVE
+
+
+def job_states(runs: list[RunState], *, scheduler: bool = True) -> dict[str, str]:
+    """{job_id: state} for the runs' recorded jobs, asking each job's executor kind."""
+    if not scheduler:
+        return {}
+    slurm_ids = [r.job_id for r in runs if r.job_id and (r.job_cluster or "slurm") == "slurm"
+                 and re.fullmatch(r"\d+(_\d+)?", r.job_id)]
+    out = slurm_job_states(slurm_ids) if slurm_ids else {}
+    for r in runs:
+        if r.job_id and r.job_cluster == "local":
+            out[r.job_id] = local_job_state(r.job_id)
+    return out
+
+
+def effective_state(recorded: str | None, job_state: str | None) -> tuple[str, str | None]:
+    """(state, error) from status.json's state and the scheduler's state of the recorded job.
+
+    Final results (completed, diverged) stand whatever the scheduler says. A live job makes the run queued or
+    running (also over 'interrupted' or 'failed': it was resubmitted). A job that ended while the run still said
+    pending/queued/running means the run died without recording it: failed.
+    """
+    state = recorded if recorded in STATES else "pending"
+    if state in FINAL_STATES or not job_state or job_state == UNKNOWN:
+        return state, None
+    s = job_state.split()[0].upper()
+    if s in SLURM_LIVE_RUNNING or s == LOCAL_ALIVE:
+        # The trainer writes 'running' itself once it starts; before that the job is starting up.
+        return ("running" if state in ("running", "queued", "pending", "interrupted", "failed") else state), None
+    if s in SLURM_LIVE_QUEUED:
+        return "queued", None
+    if state in ("pending", "queued", "running"):
+        if s in SLURM_DEAD_FAILED or s in SLURM_DEAD_OK or s == LOCAL_GONE:
+            return "failed", f"job ended ({s}) while the run was recorded '{state}'"
+    return state, None
+
+
+def refine(run: RunState, job_state: str | None) -> RunState:
+    run.job_state = job_state
+    state, error = effective_state(run.recorded, job_state)
+    run.state = state
+    if error and not run.error:
+        run.error = error
+    return run
+
+
+# ---------------------------------------------------------------------------------------------------
+# Grids
+# ---------------------------------------------------------------------------------------------------
+def cell_run_dir(cell, root) -> Path:
+    if hasattr(cell, "run_dir"):
+        return Path(cell.run_dir(root))
+    return Path(root) / cell.config.grid / cell.run_name
+
+
+def grid_status(grid, root, *, cells=None, where=(), only=(), scheduler: bool = True) -> list[RunState]:
+    """RunState of each selected cell of `grid` (a study.grid.Grid), refined by the scheduler where possible."""
+    if cells is None:
+        cells = grid.select(where, only) if hasattr(grid, "select") else grid.cells(where=list(where))
+    runs = []
+    for cell in cells:
+        run = read_run_state(cell_run_dir(cell, root))
+        run.run_id, run.axes = cell.run_id, dict(cell.axes)
+        run.run_name = cell.run_name
+        if run.steps is None:
+            run.steps = cell.config.train.steps
+        runs.append(run)
+    states = job_states(runs, scheduler=scheduler)
+    for run in runs:
+        refine(run, states.get(run.job_id) if run.job_id else None)
+    return runs
+
+
+def summarize(runs: list[RunState]) -> dict[str, int]:
+    counts = {s: 0 for s in STATES}
+    for r in runs:
+        counts[r.state] = counts.get(r.state, 0) + 1
+    return {k: v for k, v in counts.items() if v}
+
+
+def summary_line(runs: list[RunState]) -> str:
+    counts = summarize(runs)
+    parts = [f"{n} {s}" for s, n in counts.items()]
+    return f"{len(runs)} runs: " + (", ".join(parts) if parts else "none")
+
+
+def format_table(runs: list[RunState]) -> str:
+    header = ("RUN", "STATE", "STEP", "LOSS", "JOB", "NOTE")
+    rows = []
+    for r in runs:
+        step = "-" if r.step is None else (f"{r.step}/{r.steps}" if r.steps else str(r.step))
+        loss = "-" if r.loss is None else f"{r.loss:.4f}"
+        job = r.job_id or "-"
+        if r.job_state and r.job_cluster == "local":
+            job += " (alive)" if r.job_state == LOCAL_ALIVE else " (gone)"
+        elif r.job_state:
+            job += f" ({r.job_state})"
+        note = ""
+        if r.state == "diverged" and r.diverged_step is not None:
+            note = f"diverged at step {r.diverged_step}"
+        elif r.state in ("failed", "interrupted") and r.error:
+            note = str(r.error).splitlines()[0][:80]
+        rows.append((r.run_name, r.state, step, loss, job, note))
+    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)] if rows else [len(h) for h in header]
+    lines = ["  ".join(str(v).ljust(w) for v, w in zip(row, widths)).rstrip() for row in (header, *rows)]
+    return "\n".join(lines)

@@ -1,0 +1,192 @@
+"""A real single-node SLURM cluster (tests/slurm_cluster.py): one job array of 4 tiny CPU cells, one cell preempted
+with SIGUSR2 and requeued, resumed bit-identically, and a resubmission that runs nothing twice.
+
+The cluster is started once per session (installed with apt-get when missing) and its daemons are stopped by pid
+at the end, also when a test fails; where it cannot be installed or started the tests skip with the reason
+(printed to stderr and in pytest's skip summary), never pass silently.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.test_launch import (assert_identical, final_weights, grid_file, losses, read_status,
+                               run_reference)
+
+pytestmark = pytest.mark.slurm
+
+REPO = Path(__file__).resolve().parents[1]
+STEPS = 60
+LRS = (1e-3, 2e-3, 3e-3, 4e-3)
+SUBMIT_OPTS = ["--cluster", "slurm", "--cpus-per-task", "1", "--mem-gb", "1", "--time", "20",
+               "--array-parallelism", "2"]
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster():
+    from tests import slurm_cluster as sc
+
+    try:
+        cluster = sc.start()
+    except sc.ClusterUnavailable as exc:
+        msg = f"SLURM test cluster unavailable: {exc}"
+        print(msg, file=sys.stderr, flush=True)
+        pytest.skip(msg)
+    try:
+        yield cluster
+    finally:
+        if cluster.started:  # only what this session started; a cluster started by hand stays up
+            sc.stop(cluster.dir)
+
+
+def _study(*args, timeout=120) -> subprocess.CompletedProcess:
+    res = subprocess.run([sys.executable, "-m", "study", *args], capture_output=True, text=True, cwd=REPO,
+                         timeout=timeout, env=dict(os.environ))
+    return res
+
+
+def _sh(*cmd) -> str:
+    return subprocess.run(list(cmd), capture_output=True, text=True, check=True, timeout=30).stdout
+
+
+def _logs(root: Path) -> str:
+    parts = []
+    for f in sorted((root / "slurmtest" / ".submitit").rglob("*.err"))[:8]:
+        parts.append(f"--- {f}\n{f.read_text()[-1500:]}")
+    return "\n".join(parts)
+
+
+@pytest.fixture(scope="module")
+def array_run(slurm_cluster, tmp_path_factory, cache_dir):
+    """Submit 4 cells as one array; resubmit while they are live; preempt cell 0 once it has a checkpoint; train
+    cell 0's reference in this process meanwhile; wait for everything to finish."""
+    from study.grid import load_grid
+
+    tmp = tmp_path_factory.mktemp("slurm")
+    path = grid_file(tmp, cache_dir, name="slurmtest", lrs=LRS,
+                     **{"train.steps": STEPS, "train.ckpt_every": 10, "train.log_every": 5, "eval.every": 0,
+                        "eval.tokens": 2048})
+    grid = load_grid(path)
+    cells = grid.cells()
+    root = tmp / "results"
+    # Warm the shared tokenizer/token cache once, so that four jobs do not all train the BPE.
+    from study.data import TrainStream, build_tokenizer
+
+    cfg = cells[0].config
+    TrainStream(cfg.data, build_tokenizer(cfg.data, vocab_size=cfg.model.vocab_size), seq_len=cfg.model.seq_len, seed=cfg.train.seed)
+
+    t0 = time.monotonic()
+    res = _study("submit", str(path), "--out", str(root), *SUBMIT_OPTS)
+    assert res.returncode == 0, res.stderr + res.stdout
+    first = res.stdout
+    (record_path,) = (root / "slurmtest" / ".submissions").glob("*.json")
+    record = json.loads(record_path.read_text())
+
+    # Live jobs (pending or running) are never submitted again.
+    res = _study("submit", str(path), "--out", str(root), *SUBMIT_OPTS)
+    assert res.returncode == 0, res.stderr
+    while_live = res.stdout
+
+    run0 = cells[0].run_dir(root)
+    deadline = time.monotonic() + 300
+    while not (read_status(run0).get("state") == "running" and read_status(run0).get("checkpoint_step", 0) >= 10):
+        if time.monotonic() > deadline:
+            pytest.fail(f"cell 0 never reached a checkpoint: {read_status(run0)}\n{_logs(root)}")
+        time.sleep(0.2)
+    job0 = read_status(run0)["job_id"]
+    # Signal the job step (where submitit's handler and the trainer live, as SLURM's own --signal=USR2@90 does).
+    # `scancel --signal=USR2 A_0` would also work once, but Slurm 22.05 answers it with "Job can not be altered
+    # now" while sibling array tasks are pending, and scancel then re-sends the signal every few seconds for a
+    # minute, which would preempt the resumed task again.
+    subprocess.run(["scancel", "--signal=USR2", f"{job0}.0"], check=True, timeout=30)
+    preempted_at = time.monotonic()
+
+    ref = run_reference(cells[0].config, tmp / "reference", threads=1)  # the job's cpus_per_task=1 -> 1 thread
+
+    deadline = time.monotonic() + 420
+    while True:
+        states = [read_status(c.run_dir(root)).get("state") for c in cells]
+        queue = _sh("squeue", "-h", "-o", "%i %T").strip()
+        if all(s == "completed" for s in states) and not queue:
+            break
+        if time.monotonic() > deadline:
+            pytest.fail(f"cells did not finish: {states}; squeue: {queue}\n{_logs(root)}")
+        time.sleep(1)
+    elapsed = time.monotonic() - t0
+    print(f"\nslurm array: 4 cells incl. one preemption finished in {elapsed:.0f}s "
+          f"(requeue + resume {time.monotonic() - preempted_at:.0f}s after the signal)", file=sys.stderr)
+    return {"path": path, "grid": grid, "cells": cells, "root": root, "first": first, "while_live": while_live,
+            "record": record, "job0": job0, "reference": Path(ref.run_dir)}
+
+
+def test_one_array_of_four_tasks(array_run):
+    record, cells = array_run["record"], array_run["cells"]
+    array_id = record["array_job_id"]
+    assert array_id and array_id.isdigit(), record
+    assert f"submitted 4 job(s) as array {array_id}" in array_run["first"]
+    assert sorted(record["jobs"].values()) == [f"{array_id}_{i}" for i in range(4)]
+    assert set(record["jobs"]) == {c.run_id for c in cells}
+    rows = [ln.split("|") for ln in _sh("sacct", "-X", "-n", "-P", "-o", "JobID,State", "-j", array_id).split()]
+    assert sorted(r[0] for r in rows) == [f"{array_id}_{i}" for i in range(4)], rows
+    assert all(r[1] == "COMPLETED" for r in rows), rows
+    for i, c in enumerate(cells):  # each run's provenance names its array task
+        prov = json.loads((c.run_dir(array_run["root"]) / "run.json").read_text())["provenance"]
+        assert prov["slurm_array_job_id"] == array_id
+        assert read_status(c.run_dir(array_run["root"]))["job_id"] == record["jobs"][c.run_id]
+
+
+def test_live_jobs_are_not_submitted_twice(array_run):
+    out = array_run["while_live"]
+    assert "0 to submit, 4 skipped" in out and "nothing to submit (0 new jobs)" in out, out
+    assert "queued as job" in out or "running as job" in out
+
+
+def test_every_cell_completed_with_results_on_disk(array_run):
+    root = array_run["root"]
+    for c in array_run["cells"]:
+        run = c.run_dir(root)
+        st = read_status(run)
+        assert st["state"] == "completed" and st["step"] == STEPS, st
+        assert [s for s, _ in losses(run)] == list(range(1, STEPS + 1))  # every step, none twice
+        assert (run / "eval.jsonl").read_text().strip()
+        assert (run / "config.yaml").is_file() and (run / "checkpoints" / "latest").is_file()
+    res = _study("status", str(array_run["path"]), "--out", str(root))
+    assert res.returncode == 0 and res.stdout.splitlines()[-1] == "4 runs: 4 completed", res.stdout
+
+
+def test_preempted_cell_was_requeued_and_resumed_bit_identical(array_run):
+    root, cell = array_run["root"], array_run["cells"][0]
+    job0 = array_run["job0"]
+    run = cell.run_dir(root)
+    history = _sh("sacct", "-D", "-X", "-n", "-P", "-o", "JobID,State", "-j", job0)
+    assert "REQUEUED" in history and "COMPLETED" in history, history  # the same task ran twice
+    resumes = json.loads((run / "run.json").read_text()).get("resumes", [])
+    assert len(resumes) == 1 and 10 <= resumes[0]["step"] < STEPS, resumes
+    assert resumes[0]["provenance"]["slurm_array_task_id"] == "0"
+    err = "".join(p.read_text() for p in (root / "slurmtest" / ".submitit").rglob(f"{job0}_0_log.err"))
+    assert "Caught signal SIGUSR2" in err and "requeueing to resume from the checkpoint" in err
+    assert f"resuming {run.name} from checkpoint step {resumes[0]['step']}" in err
+    assert_identical(final_weights(run), final_weights(array_run["reference"]))
+    assert losses(run) == losses(array_run["reference"])
+
+
+def test_resubmitting_the_finished_grid_runs_nothing(array_run):
+    root, path = array_run["root"], array_run["path"]
+    metrics = {c.run_id: (c.run_dir(root) / "metrics.jsonl").read_bytes() for c in array_run["cells"]}
+    jobs_before = _sh("sacct", "-X", "-n", "-P", "-o", "JobID")
+    res = _study("submit", str(path), "--out", str(root), *SUBMIT_OPTS)
+    assert res.returncode == 0, res.stderr
+    assert "0 to submit, 4 skipped" in res.stdout and "nothing to submit (0 new jobs)" in res.stdout
+    assert res.stdout.count("completed at step 60") == 4
+    time.sleep(3)  # anything submitted would be in the queue by now
+    assert _sh("squeue", "-h", "-o", "%i").strip() == ""
+    assert _sh("sacct", "-X", "-n", "-P", "-o", "JobID") == jobs_before
+    assert len(list((root / "slurmtest" / ".submissions").glob("*.json"))) == 1
+    assert metrics == {c.run_id: (c.run_dir(root) / "metrics.jsonl").read_bytes() for c in array_run["cells"]}
