@@ -1,0 +1,153 @@
+"""Loss curves per grid and the stability view (grad norm, spikes, diverged runs marked)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+
+from paper_figures._common import FigureResult, Skip, downsample, new_figure, save, style
+from study import analysis
+
+MAX_LEGEND = 14
+
+
+def _series_name(run) -> str:
+    """'Pre-LN (ProRes) · 130m · 12L': label, scale preset and depth (grids may set the depth apart)."""
+    parts = [str(run["label"])]
+    if isinstance(run.get("scale"), str):
+        parts.append(run["scale"])
+    n = run.get("n_layers")
+    if isinstance(n, (int, float)) and n == n:
+        parts.append(f"{int(n)}L")
+    return " · ".join(parts)
+
+
+def _panels(grids):
+    n = len(grids)
+    ncols = min(3, n)
+    return -(-n // ncols), ncols
+
+
+def loss_curves(collection, out_dir, *, beta: float = 0.99, grids=None, max_points: int = 1000) -> FigureResult:
+    """Train loss (EMA `beta`) over steps, one panel per grid, one line per run (any state).
+
+    data: panel (= grid), grid, series, run_id, state, step, loss (smoothed), downsampled to ~max_points per run.
+    """
+    runs = collection.runs
+    if grids is not None:
+        runs = runs[runs["grid"].isin(grids)]
+    parts = []
+    for r in runs.itertuples():
+        m = collection.metrics_for(r.run_id)
+        if m.empty or "loss" not in m:
+            continue
+        d = pd.DataFrame({"step": m["step"].to_numpy(), "loss": analysis.ema(m["loss"].to_numpy(dtype=float), beta)})
+        d = downsample(d, max_points, "loss")
+        d.insert(0, "state", r.state)
+        d.insert(0, "run_id", r.run_id)
+        d.insert(0, "series", _series_name(r._asdict()))
+        d.insert(0, "grid", str(r.grid))
+        parts.append(d)
+    if not parts:
+        raise Skip("no run has train metrics")
+    data = pd.concat(parts, ignore_index=True)
+    data.insert(0, "panel", data["grid"])
+    grid_names = sorted(data["grid"].unique())
+    nrows, ncols = _panels(grid_names)
+    with style():
+        fig, axes = new_figure(nrows, ncols, width=4.6, height=3.4)
+        for ax in axes.flat[len(grid_names):]:
+            ax.set_visible(False)
+        for ax, g in zip(axes.flat, grid_names):
+            d = data[data["grid"] == g]
+            for i, (rid, rd) in enumerate(d.groupby("run_id", sort=False, observed=True)):
+                ax.plot(rd["step"], rd["loss"], linewidth=0.9, color=f"C{i % 10}",
+                        linestyle="-" if rd["state"].iloc[0] == "completed" else "--", label=rd["series"].iloc[0])
+            ax.set_title(f"grid: {g}")
+            ax.set_xlabel("step")
+            ax.set_ylabel(f"train loss (EMA {beta})")
+            finite = d["loss"][np.isfinite(d["loss"])]
+            if len(finite):
+                lo, hi = finite.quantile(0.0), finite.quantile(0.98)
+                ax.set_ylim(lo - 0.05 * (hi - lo + 1e-9), hi + 0.05 * (hi - lo + 1e-9))
+            if d["run_id"].nunique() <= MAX_LEGEND:
+                ax.legend(fontsize="xx-small")
+        files = save(fig, out_dir, "loss_curves")
+    return FigureResult("loss_curves", fig, data, files, {"beta": beta, "panels": grid_names})
+
+
+def stability(collection, out_dir, *, grids=None, window: int | None = None, threshold: float = 7.0,
+              max_points: int = 1000) -> FigureResult:
+    """Gradient norm over steps (log scale), one panel per grid, one line per run; grad-norm spikes
+    (analysis.spike_mask, `threshold` sigma, window as Figure 2) as dots; diverged runs marked with an x at their
+    diverged step (status.json diverged_step) at the last finite grad norm up to it. Curves are min/max decimated
+    to ~max_points per run, so single-step spikes stay visible.
+
+    data: panel, grid, series, run_id, state, step, grad_norm (downsampled).
+    meta['spikes']: run_id, grid, step, grad_norm; meta['diverged']: run_id, grid, step, grad_norm.
+    """
+    runs = collection.runs
+    if grids is not None:
+        runs = runs[runs["grid"].isin(grids)]
+    parts, spikes, diverged = [], [], []
+    for r in runs.itertuples():
+        m = collection.metrics_for(r.run_id)
+        if m.empty or "grad_norm" not in m:
+            continue
+        steps = m["step"].to_numpy()
+        gn = m["grad_norm"].to_numpy(dtype=float)
+        if len(m):
+            w = window or analysis.auto_window(len(m))
+            mask = analysis.spike_mask(gn, w, threshold)
+            for s, g in zip(steps[mask], gn[mask]):
+                spikes.append({"run_id": r.run_id, "grid": str(r.grid), "step": int(s), "grad_norm": float(g)})
+        if r.state == "diverged":
+            dstep = r.diverged_step if r.diverged_step is not None and not (
+                isinstance(r.diverged_step, float) and math.isnan(r.diverged_step)) else steps.max()
+            ok = np.isfinite(gn) & (steps <= dstep)
+            y = float(gn[ok][-1]) if ok.any() else float("nan")
+            diverged.append({"run_id": r.run_id, "grid": str(r.grid), "step": int(dstep), "grad_norm": y})
+        d = downsample(pd.DataFrame({"step": steps, "grad_norm": gn}), max_points, "grad_norm")
+        d.insert(0, "state", r.state)
+        d.insert(0, "run_id", r.run_id)
+        d.insert(0, "series", _series_name(r._asdict()))
+        d.insert(0, "grid", str(r.grid))
+        parts.append(d)
+    if not parts:
+        raise Skip("no run has grad-norm metrics")
+    data = pd.concat(parts, ignore_index=True)
+    data.insert(0, "panel", data["grid"])
+    spikes = pd.DataFrame(spikes, columns=["run_id", "grid", "step", "grad_norm"])
+    diverged = pd.DataFrame(diverged, columns=["run_id", "grid", "step", "grad_norm"])
+    grid_names = sorted(data["grid"].unique())
+    nrows, ncols = _panels(grid_names)
+    with style():
+        fig, axes = new_figure(nrows, ncols, width=4.6, height=3.4)
+        for ax in axes.flat[len(grid_names):]:
+            ax.set_visible(False)
+        for ax, g in zip(axes.flat, grid_names):
+            d = data[data["grid"] == g]
+            colors = {}
+            for i, (rid, rd) in enumerate(d.groupby("run_id", sort=False, observed=True)):
+                colors[rid] = f"C{i % 10}"
+                ax.plot(rd["step"], rd["grad_norm"], linewidth=0.8, color=colors[rid], label=rd["series"].iloc[0])
+            sp = spikes[spikes["grid"] == g]
+            if len(sp):
+                ax.scatter(sp["step"], sp["grad_norm"], s=14, color="k", zorder=3, label="grad-norm spike")
+            dv = diverged[diverged["grid"] == g]
+            for row in dv.itertuples():
+                ax.scatter([row.step], [row.grad_norm], marker="x", s=70, linewidths=2, zorder=4,
+                           color=colors.get(row.run_id, "red"), label="diverged")
+            ax.set_yscale("log")
+            ax.set_title(f"grid: {g}")
+            ax.set_xlabel("step")
+            ax.set_ylabel("grad norm (before clipping)")
+            if d["run_id"].nunique() <= MAX_LEGEND:
+                handles, labels = ax.get_legend_handles_labels()
+                uniq = dict(zip(labels, handles))
+                ax.legend(uniq.values(), uniq.keys(), fontsize="xx-small")
+        files = save(fig, out_dir, "stability")
+    return FigureResult("stability", fig, data, files, {"spikes": spikes, "diverged": diverged,
+                                                        "panels": grid_names, "threshold": threshold})
