@@ -15,7 +15,7 @@ from study.train import train_run
 
 
 def _losses(rd: RunDir) -> list[float]:
-    return [r["loss"] for r in rd.read_jsonl("metrics.jsonl")]
+    return [float(r["loss"]) for r in rd.read_jsonl("metrics.jsonl")]  # NaN is stored as "nan"
 
 
 def test_run_directory_contract(tiny_cfg, tmp_path):

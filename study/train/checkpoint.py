@@ -172,7 +172,9 @@ def load_for_eval(run_dir, step: int | str = "latest", device: str | torch.devic
         raise CheckpointError(f"{rd.path} is not a run directory (no config.yaml)")
     cfg = rd.read_config()
     path = find(rd.checkpoints, step)
-    model_state = torch.load(path / "model.pt", map_location="cpu", weights_only=True)
+    from study.train import sharded  # FSDP runs write sharded (torch.distributed.checkpoint) model state
+    model_state = (sharded.load_full_model_state(path) if sharded.is_sharded(path)
+                   else torch.load(path / "model.pt", map_location="cpu", weights_only=True))
     state = json.loads((path / "state.json").read_text())
     model = build_model(cfg.model)
     missing, unexpected = model.load_state_dict(model_state, strict=False)

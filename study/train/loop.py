@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from study import prores
 from study.results import FINAL_STATES, RunDir, provenance
 from study.train import checkpoint as ckpt
+from study.train import parallel, sharded
 from study.train.distributed import Dist
 from study.train.optim import build_optimizer, build_scheduler
 from study.train.probes import ProbeWriter
@@ -177,19 +178,26 @@ class _Trainer:
         self.stream = TrainStream(cfg.data, self.tok, seq_len=cfg.model.seq_len, seed=cfg.train.seed,
                                   rank=d.rank, world_size=d.world)
         needs_eval = cfg.eval.every > 0 or cfg.eval.at_end
+        # A sharded (FSDP) model can only run forward on all ranks together: then every rank evaluates.
+        self.collective_eval = cfg.train.parallelism == "fsdp" and d.active
         self.heldout = (heldout_batches(cfg.data, self.tok, seq_len=cfg.model.seq_len, tokens=cfg.eval.tokens,
-                                        batch_size=cfg.eval.batch_size) if needs_eval and d.main else None)
+                                        batch_size=cfg.eval.batch_size)
+                        if needs_eval and (d.main or self.collective_eval) else None)
         self.probes = ProbeWriter(self.rd, cfg, self.heldout_probe_batch()) if d.main and cfg.train.probe_every else None
 
         self.optimizer = build_optimizer(self.model, cfg.optim, device=self.device)
         self.scheduler = build_scheduler(self.optimizer, cfg.optim, cfg.train.steps)
-        self.ddp = None
-        if d.active:
-            from torch.nn.parallel import DistributedDataParallel as DDP
-            ids = [self.device.index] if self.device.type == "cuda" else None
-            self.ddp = DDP(self.model, device_ids=ids, broadcast_buffers=False)
-        forward = self.ddp if self.ddp is not None else self.model
-        self.forward = torch.compile(forward) if cfg.train.compile else forward
+        self.ddp = None  # kept for callers that look at it; the wrapper is self.wrapped (study.train.parallel)
+        if self.collective_eval and cfg.train.probe_every:
+            from study.errors import ConfigError
+            raise ConfigError("parallelism fsdp: per-layer probes run on rank 0 and cannot use a sharded model; "
+                              "set train.probe_every=0 (probe a checkpoint instead)", key="train.probe_every")
+        self.wrapped = parallel.wrap(self.model, cfg.train, d, self.device, precision=self.precision)
+        self.ddp = self.wrapped.ddp
+        if self.wrapped.needs_new_optimizer:  # fully_shard replaced the parameters by sharded DTensors
+            self.optimizer = build_optimizer(self.model, cfg.optim, device=self.device)
+            self.scheduler = build_scheduler(self.optimizer, cfg.optim, cfg.train.steps)
+        self.forward = self.wrapped.forward
 
         self.micro = cfg.train.micro_batch
         per_rank = cfg.train.global_batch // d.world
@@ -237,10 +245,14 @@ class _Trainer:
             if self.probes:
                 self.probes.write(self.model, 0)
             return
-        files = ckpt.load_files(Path(path))
-        self.model.load_state_dict(files["model"])
-        self.optimizer.load_state_dict(files["optim"]["optimizer"])
-        self.scheduler.load_state_dict(files["optim"]["scheduler"])
+        if sharded.is_sharded(path):  # FSDP: every rank reads its shards
+            files = sharded.load(Path(path), model=self.model, optimizer=self.optimizer)
+            self.scheduler.load_state_dict(files["trainer"]["scheduler"])
+        else:
+            files = ckpt.load_files(Path(path))
+            self.model.load_state_dict(files["model"])
+            self.optimizer.load_state_dict(files["optim"]["optimizer"])
+            self.scheduler.load_state_dict(files["optim"]["scheduler"])
         trainer = files["trainer"]
         _set_rng_state(trainer["rng"])
         data_states = trainer["data"]
@@ -284,14 +296,14 @@ class _Trainer:
             if self.device.type == "cuda":  # pinned host memory lets the copy overlap with compute
                 x, y = x.pin_memory(), y.pin_memory()
             x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
-            sync = self.ddp is None or i == len(batches) - 1
-            with (contextlib.nullcontext() if sync else self.ddp.no_sync()), self._autocast():
+            with self.wrapped.no_sync(i == len(batches) - 1), self._autocast():
                 logits = self.forward(x)
                 loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), y.view(-1),
                                        ignore_index=-100, reduction="sum")
             (loss * scale).backward()
             loss_sum += loss.detach()
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.optim.grad_clip)
+        grad_norm = parallel.grad_norm_value(  # a replicated DTensor under FSDP: its plain value
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.optim.grad_clip))
         self.lr = self.scheduler.get_last_lr()[0]  # the LR this step uses (stepping the scheduler moves it on)
         self.optimizer.step()
         self.scheduler.step()
@@ -324,7 +336,7 @@ class _Trainer:
                 at_eval = cfg.eval.every and self.step % cfg.eval.every == 0
                 at_probe = cfg.train.probe_every and self.step % cfg.train.probe_every == 0
                 at_ckpt = self.step % cfg.train.ckpt_every == 0 or self.step == total
-                stopping = self.stop if not d.active else (
+                stopping = bool(self.stop) if not d.active else (
                     self.step % cfg.train.log_every == 0 and d.any(bool(self.stop), self.device))
                 if self.step % cfg.train.log_every == 0 or at_eval or at_probe or at_ckpt or stopping:
                     elapsed = time.perf_counter() - window_start
@@ -387,19 +399,30 @@ class _Trainer:
         return RunResult(self.rd.path, "diverged", step)
 
     def _evaluate(self) -> None:
-        if self.dist.main and self.heldout:
-            from study.evaluate.perplexity import perplexity
+        """Held-out perplexity through the same function as `study eval`, so the two rows agree exactly."""
+        if self.heldout and (self.dist.main or self.collective_eval):
+            from study.evaluate.perplexity import eval_row
             dtype = torch.bfloat16 if self.precision == "bf16" else None
-            result = perplexity(self.model, self.heldout, device=self.device, dtype=dtype)
+            row = eval_row(self.model, self.heldout, step=self.step, data_cfg=self.cfg.data,
+                           seq_len=self.cfg.model.seq_len, source="train", device=self.device, dtype=dtype)
             self.model.train()
-            self.rd.append_jsonl("eval.jsonl", {
-                "step": self.step, "dataset": _dataset_name(self.cfg.data), "split": _eval_split(self.cfg.data),
-                "loss": result["loss"], "ppl": result["ppl"], "tokens": result["tokens"],
-                "seq_len": self.cfg.model.seq_len, "source": "train"})
+            if self.dist.main:
+                self.rd.append_jsonl("eval.jsonl", row)
         self.dist.barrier()
 
     def _save(self) -> None:
         data_states = self.dist.gather(self.stream.state_dict())
+        if self.wrapped.kind == "fsdp":  # collective: every rank writes its shards into one folder
+            state = {"step": self.step, "tokens": self.tokens, "alpha": self.model.alphas().tolist(),
+                     "run_id": _run_id(self.cfg), "world_size": self.dist.world}
+            sharded.save(self.rd.checkpoints, self.step, dist=self.dist, model=self.model, optimizer=self.optimizer,
+                         trainer_state={"rng": _rng_state(), "data": data_states,
+                                        "scheduler": self.scheduler.state_dict()},
+                         state={**state, "sharded": True}, keep=self.cfg.train.keep_checkpoints)
+            if self.dist.main:
+                self.rd.write_status("running", self.step, checkpoint_step=self.step)
+            self.dist.barrier()
+            return
         if self.dist.main:
             ckpt.save(self.rd.checkpoints, self.step,
                       model_state=self.model.state_dict(),
@@ -415,13 +438,3 @@ class _Trainer:
 def _run_id(cfg) -> str:
     from study.config import run_id
     return run_id(cfg)
-
-
-def _dataset_name(data_cfg) -> str:
-    if data_cfg.source == "hf":
-        return data_cfg.hf_path + (f"/{data_cfg.hf_name}" if data_cfg.hf_name else "")
-    return data_cfg.source
-
-
-def _eval_split(data_cfg) -> str:
-    return data_cfg.eval_split or f"heldout-{data_cfg.heldout_fraction:g}"

@@ -1,0 +1,92 @@
+"""Training step time (forward + backward + AdamW) of our model vs transformers' LlamaForCausalLM, same config.
+
+    .venv/bin/python benchmarks/step_time.py                      # CPU fp32, 71m width, 2 layers, seq 256, batch 4
+    .venv/bin/python benchmarks/step_time.py --device cuda --scale 130m --layers 0 --seq 1024 --batch 8   # GPU bf16
+
+Both models: same hidden size, layers, heads, intermediate size, vocabulary, RMSNorm eps, RoPE theta, untied
+head, SDPA attention; same batch, same loss (cross-entropy on fp32 logits), same AdamW. Steps are interleaved
+(ours, HF, ours, HF, ...) in one process; prints the median ratio ours/HF (goal on CPU fp32: <= 0.85).
+Writes benchmarks/results/step_time[_cuda].json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+
+import common  # noqa: F401  (sys.path)
+import torch
+import torch.nn.functional as F
+
+
+def build(scale: str, layers: int, seq: int, device: str):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from study.config import resolve
+    from study.model import build_model
+
+    over = {"scale": scale, "seq_len": seq}
+    if layers:
+        over["n_layers"] = layers
+    cfg = resolve({"model": over}).model
+    torch.manual_seed(0)
+    ours = build_model(cfg).to(device)
+    hf_cfg = LlamaConfig(hidden_size=cfg.d_model, intermediate_size=cfg.ffn_hidden, num_hidden_layers=cfg.n_layers,
+                         num_attention_heads=cfg.n_heads, num_key_value_heads=cfg.n_heads, vocab_size=cfg.vocab_size,
+                         rms_norm_eps=cfg.norm_eps, rope_theta=cfg.rope_theta, max_position_embeddings=cfg.seq_len,
+                         tie_word_embeddings=False, attention_bias=False, mlp_bias=False, use_cache=False)
+    hf_cfg._attn_implementation = "sdpa"
+    hf = LlamaForCausalLM(hf_cfg).to(device)
+    return cfg, ours, hf
+
+
+def step_fn(model, x, y, autocast, hf: bool):
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, betas=(0.9, 0.95), weight_decay=0.1,
+                            fused=x.is_cuda)
+
+    def step():
+        with autocast():
+            out = model(input_ids=x).logits if hf else model(x)
+            loss = F.cross_entropy(out.float().view(-1, out.size(-1)), y.view(-1))
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+    return step
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--scale", default="71m")
+    ap.add_argument("--layers", type=int, default=2, help="override n_layers (0: the preset's)")
+    ap.add_argument("--seq", type=int, default=256)
+    ap.add_argument("--batch", type=int, default=4)
+    ap.add_argument("--reps", type=int, default=8)
+    ap.add_argument("--out", default=None)
+    args = ap.parse_args(argv)
+    dev = args.device
+    cfg, ours, hf = build(args.scale, args.layers, args.seq, dev)
+    n_ours = sum(p.numel() for p in ours.parameters())
+    n_hf = sum(p.numel() for p in hf.parameters())
+    g = torch.Generator().manual_seed(1)
+    x = torch.randint(0, cfg.vocab_size, (args.batch, args.seq), generator=g).to(dev)
+    y = torch.randint(0, cfg.vocab_size, (args.batch, args.seq), generator=g).to(dev)
+    bf16 = dev.startswith("cuda")
+    autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if bf16 else contextlib.nullcontext
+    res = common.interleaved({"ours": step_fn(ours, x, y, autocast, False), "hf": step_fn(hf, x, y, autocast, True)},
+                             reps=args.reps, warmup=2, device=dev)
+    ratio = res["ours"]["median_s"] / res["hf"]["median_s"]
+    print(f"config: {args.scale} d={cfg.d_model} L={cfg.n_layers} H={cfg.n_heads} ffn={cfg.ffn_hidden} "
+          f"V={cfg.vocab_size} seq={args.seq} batch={args.batch} params ours={n_ours:,} hf={n_hf:,}")
+    print(f"step ours {res['ours']['median_s']*1e3:.1f} ms  HF {res['hf']['median_s']*1e3:.1f} ms  "
+          f"ratio ours/HF = {ratio:.3f} (goal <= 0.85 on CPU fp32)")
+    common.write_result("step_time" + ("_cuda" if bf16 else ""), dev, {
+        "scale": args.scale, "d_model": cfg.d_model, "n_layers": cfg.n_layers, "seq": args.seq, "batch": args.batch,
+        "precision": "bf16 autocast" if bf16 else "fp32", "params_ours": n_ours, "params_hf": n_hf,
+        "ours_median_s": res["ours"]["median_s"], "hf_median_s": res["hf"]["median_s"],
+        "ratio_ours_over_hf": ratio, "reps": args.reps, "goal": "<= 0.85 (CPU fp32)"}, args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,116 @@
+"""Sharded checkpoints for FSDP2 runs through torch.distributed.checkpoint, in the atomic folder scheme of
+study.train.checkpoint.
+
+checkpoints/step_XXXXXXX/ of a sharded run holds
+    dcp/            model + optimizer state written by every rank (dcp.save; `.metadata` plus one file per rank)
+    trainer.pt      RNG states, every rank's data-stream position, the LR scheduler (rank 0)
+    state.json      step, tokens, alphas, ...
+    MANIFEST.json   size and sha256 of every file above, dcp/ files included
+All ranks write into ONE temporary folder whose name rank 0 chooses and broadcasts; after a barrier rank 0
+writes trainer.pt, state.json and the manifest and renames the folder into place, so a sharded checkpoint too
+either is complete or does not exist, and checkpoint.verify / latest_valid / find work on it unchanged.
+
+`load_full_model_state(path)` reads the model of a sharded checkpoint in ONE process without a process group
+(study.train.checkpoint.load_for_eval uses it).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import torch
+
+from study.errors import CheckpointError
+from study.train import checkpoint as ckpt
+
+DCP_DIR = "dcp"
+
+
+def is_sharded(path) -> bool:
+    return (Path(path) / DCP_DIR).is_dir()
+
+
+def _manifest(folder: Path) -> dict:
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.name != "MANIFEST.json")
+    return {str(p.relative_to(folder)): {"bytes": p.stat().st_size, "sha256": ckpt._sha256(p)} for p in files}
+
+
+def save(ckpt_root: Path, step: int, *, dist, model, optimizer, trainer_state: dict, state: dict,
+         keep: int) -> Path | None:
+    """Collective: every rank calls it. Returns the final folder on rank 0, None elsewhere."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import get_state_dict
+
+    ckpt_root = Path(ckpt_root)
+    tmp = None
+    if dist.main:
+        ckpt_root.mkdir(parents=True, exist_ok=True)
+        tmp = ckpt_root / f".tmp-{ckpt.step_dir_name(step)}-{os.getpid()}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+    tmp = Path(dist.broadcast(str(tmp) if tmp else None))
+    model_sd, optim_sd = get_state_dict(model, optimizer)
+    dcp.save({"model": model_sd, "optim": optim_sd}, checkpoint_id=str(tmp / DCP_DIR))
+    dist.barrier()
+    final = None
+    if dist.main:
+        final = ckpt_root / ckpt.step_dir_name(step)
+        torch.save(trainer_state, tmp / "trainer.pt")
+        (tmp / "state.json").write_text(json.dumps(state, indent=1) + "\n")
+        manifest = _manifest(tmp)
+        (tmp / "MANIFEST.json").write_text(json.dumps(manifest, indent=1) + "\n")
+        for name in (*manifest, "MANIFEST.json"):
+            with open(tmp / name, "rb") as fh:
+                os.fsync(fh.fileno())
+        ckpt._fsync_dir(tmp / DCP_DIR)
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+        latest_tmp = ckpt_root / f".latest.tmp-{os.getpid()}"
+        latest_tmp.write_text(final.name + "\n")
+        os.replace(latest_tmp, ckpt_root / "latest")
+        ckpt._fsync_dir(ckpt_root)
+        ckpt._prune(ckpt_root, keep)
+    dist.barrier()
+    return final
+
+
+def load(path: Path, *, model, optimizer) -> dict:
+    """Collective: load model + optimizer of sharded checkpoint `path` in place (resharded to this group).
+    Returns {'trainer', 'state'} like checkpoint.load_files (without 'model'/'optim')."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
+
+    path = Path(path)
+    try:
+        model_sd, optim_sd = get_state_dict(model, optimizer)
+        box = {"model": model_sd, "optim": optim_sd}
+        dcp.load(box, checkpoint_id=str(path / DCP_DIR))
+        set_state_dict(model, optimizer, model_state_dict=box["model"], optim_state_dict=box["optim"])
+        return {
+            "trainer": torch.load(path / "trainer.pt", map_location="cpu", weights_only=False),
+            "state": json.loads((path / "state.json").read_text()),
+        }
+    except Exception as exc:
+        raise CheckpointError(f"sharded checkpoint {path} cannot be read: {type(exc).__name__}: {exc}") from exc
+
+
+def load_full_model_state(path) -> dict:
+    """The full (unsharded) model state_dict of sharded checkpoint `path`, read in one process, no process group.
+    Plain CPU tensors, keys as Transformer.state_dict()."""
+    from torch.distributed.checkpoint.state_dict_loader import _load_state_dict_from_keys
+
+    import warnings
+    path = Path(path)
+    try:
+        with warnings.catch_warnings():  # "torch.distributed is unavailable ...": one process is the point
+            warnings.simplefilter("ignore", UserWarning)
+            loaded = _load_state_dict_from_keys(keys={"model"}, checkpoint_id=str(path / DCP_DIR))
+    except Exception as exc:
+        raise CheckpointError(f"sharded checkpoint {path} cannot be read: {type(exc).__name__}: {exc}") from exc
+    model = loaded["model"] if "model" in loaded else {k[len("model."):]: v for k, v in loaded.items()
+                                                        if k.startswith("model.")}
+    return {k: (v.full_tensor() if hasattr(v, "full_tensor") else v) for k, v in model.items()}
