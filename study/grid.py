@@ -646,21 +646,29 @@ def _model_info(model_cfg) -> dict | None:
     return _INFO_CACHE[key]
 
 
-def estimate(cell, *, mfu: float = DEFAULT_MFU, peak_flops: float = DEFAULT_PEAK_FLOPS) -> dict:
-    """{'params', 'tokens', 'gpu_hours', 'flops_per_token', 'mfu', 'peak_flops'} for a Cell (or a RunConfig).
+def estimate(cell, *, mfu: float = DEFAULT_MFU, peak_flops: float = DEFAULT_PEAK_FLOPS, world_size: int = 1,
+             gpu_mem_bytes: float | None = None) -> dict:
+    """{'params', 'tokens', 'gpu_hours', 'flops_per_token', 'mfu', 'peak_flops', 'memory_per_gpu', 'fits'}.
 
     tokens = steps · global_batch · seq_len; gpu_hours = tokens · flops_per_token / (mfu · peak_flops) / 3600,
-    with flops_per_token the training FLOPs of study.model.info (6N + attention). params, flops_per_token and
-    gpu_hours are None while study.model is not importable.
+    with flops_per_token the training FLOPs of study.model.info (6N + attention). memory_per_gpu is
+    study.model.memory_estimate for the cell's micro-batch, parallelism and precision over `world_size` GPUs;
+    fits compares it with gpu_mem_bytes (None when not given). Model-derived values are None while study.model is
+    not importable.
     """
     cfg = cell.config if isinstance(cell, Cell) else cell
     if not mfu > 0 or not peak_flops > 0:
         raise ConfigError(f"MFU and peak FLOP/s must be > 0, got {mfu} and {peak_flops}", key="--mfu")
     tokens = cfg.train.steps * cfg.train.global_batch * cfg.model.seq_len
     info = _model_info(cfg.model)
-    params = fpt = hours = None
+    params = fpt = hours = memory = fits = None
     if info is not None:
+        from study.model import memory_estimate
         params, fpt = info["params"], info["flops_per_token"]
         hours = tokens * fpt / (mfu * peak_flops) / 3600.0
+        memory = memory_estimate(cfg.model, micro_batch=cfg.train.micro_batch, world_size=max(1, world_size),
+                                 parallelism=cfg.train.parallelism, precision=cfg.train.precision,
+                                 activation_checkpointing=cfg.train.activation_checkpointing)["total_bytes"]
+        fits = None if gpu_mem_bytes is None else memory <= gpu_mem_bytes
     return {"params": params, "tokens": tokens, "gpu_hours": hours, "flops_per_token": fpt, "mfu": mfu,
-            "peak_flops": peak_flops}
+            "peak_flops": peak_flops, "memory_per_gpu": memory, "fits": fits}

@@ -443,3 +443,16 @@ def test_grid_by_name(monkeypatch):
     assert load_grid("cpu/quickstart").name == "cpu-quickstart"
     with pytest.raises(ConfigError, match="not found"):
         load_grid("cpu/no-such-grid")
+
+
+def test_grid_show_flags_cells_that_do_not_fit_in_gpu_memory(capsys):
+    """7B with FSDP fits on 4 nodes × 8 GPUs of 80 GiB (the grid's cluster default) but not on one GPU."""
+    assert main(["grid", "show", str(REPO / "grids/paper/7b.yaml"), "--json", "--gpus", "1"]) == 0
+    one = json.loads(capsys.readouterr().out)
+    assert all(r["fits"] is False and r["memory_per_gpu"] > 80 * 2**30 for r in one)
+    assert main(["grid", "show", str(REPO / "grids/paper/7b.yaml"), "--json"]) == 0
+    eight = json.loads(capsys.readouterr().out)
+    assert all(r["fits"] is True and r["gpus"] == 32 for r in eight)
+    assert main(["grid", "show", str(REPO / "grids/paper/7b.yaml"), "--gpus", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "!" in out and "WARNING: 2 cells need more than 80 GiB per GPU on 1 GPU(s)" in out

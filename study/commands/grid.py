@@ -22,6 +22,10 @@ def register(subparsers) -> None:
     show.add_argument("--json", action="store_true", help="print a JSON list of cells (with resolved configs)")
     show.add_argument("--mfu", type=float, default=grid_mod.DEFAULT_MFU,
                       help=f"model FLOPs utilisation for the GPU-hour estimate (default {grid_mod.DEFAULT_MFU})")
+    show.add_argument("--gpu-mem-gb", type=float, default=80.0,
+                      help="GPU memory to check each cell's estimated peak training memory against (default 80)")
+    show.add_argument("--gpus", type=int, default=None,
+                      help="GPUs per run for the memory estimate (default: the grid's cluster gpus_per_node × nodes)")
     show.add_argument("--peak-tflops", type=float, default=grid_mod.DEFAULT_PEAK_FLOPS / 1e12,
                       help=f"GPU peak TFLOP/s (default {grid_mod.DEFAULT_PEAK_FLOPS / 1e12:g}, "
                            f"{grid_mod.PEAK_NOTE})")
@@ -58,22 +62,25 @@ def _show(args) -> int:
     grid = grid_mod.load_grid(args.grid)
     cells = grid.cells(args.where)
     peak = args.peak_tflops * 1e12
-    est = [grid_mod.estimate(c, mfu=args.mfu, peak_flops=peak) for c in cells]
+    world = args.gpus or max(1, int(grid.cluster.get("gpus_per_node") or 1)) * int(grid.cluster.get("nodes") or 1)
+    est = [grid_mod.estimate(c, mfu=args.mfu, peak_flops=peak, world_size=world,
+                             gpu_mem_bytes=args.gpu_mem_gb * 2**30) for c in cells]
     if args.json:
         rows = [{
             "run_id": c.run_id, "run_name": c.run_name, "grid": c.grid, "axes": c.axes,
             "params": e["params"], "tokens": e["tokens"], "gpu_hours": e["gpu_hours"],
             "flops_per_token": e["flops_per_token"], "mfu": e["mfu"], "peak_flops": e["peak_flops"],
+            "memory_per_gpu": e["memory_per_gpu"], "fits": e["fits"], "gpus": world,
             "config": C.to_dict(c.config),
         } for c, e in zip(cells, est)]
         print(json.dumps(rows, indent=1))
         return 0
 
-    header = ["run name", "run id", *grid.axis_names, "params", "tokens", "GPU-h"]
+    header = ["run name", "run id", *grid.axis_names, "params", "tokens", "GPU-h", "mem/GPU"]
     table = [[c.run_name, c.run_id, *(c.axes[a] for a in grid.axis_names), _si(e["params"]), _si(e["tokens"]),
-              _hours(e["gpu_hours"])] for c, e in zip(cells, est)]
+              _hours(e["gpu_hours"]), _memory(e)] for c, e in zip(cells, est)]
     widths = [max(len(str(r[i])) for r in [header, *table]) for i in range(len(header))]
-    numeric = {len(header) - 3, len(header) - 2, len(header) - 1}
+    numeric = set(range(len(header) - 4, len(header)))
 
     def fmt(row):
         return "  ".join(str(v).rjust(w) if i in numeric else str(v).ljust(w)
@@ -92,4 +99,14 @@ def _show(args) -> int:
           f"(estimated at MFU {args.mfu:.2f} of {args.peak_tflops:g} TFLOP/s peak"
           f"{', ' + grid_mod.PEAK_NOTE if peak == grid_mod.DEFAULT_PEAK_FLOPS else ''}; "
           f"training FLOPs/token from study.model.info)")
+    too_big = [c.run_name for c, e in zip(cells, est) if e["fits"] is False]
+    if too_big:
+        print(f"WARNING: {len(too_big)} cells need more than {args.gpu_mem_gb:g} GiB per GPU on {world} GPU(s) "
+              f"(marked !): lower train.micro_batch, turn on activation checkpointing or use parallelism fsdp")
     return 0
+
+
+def _memory(e) -> str:
+    if e["memory_per_gpu"] is None:
+        return "-"
+    return f"{e['memory_per_gpu'] / 2**30:.1f}G" + ("!" if e["fits"] is False else "")
