@@ -53,14 +53,16 @@ def sync(device: str) -> None:
 
 
 def interleaved(fns: dict[str, Callable[[], None]], *, reps: int, warmup: int = 1, device: str = "cpu") -> dict:
-    """Time each fn `reps` times, round-robin (A B A B ...) so load drifts hit all alike; medians in seconds."""
+    """Time each fn `reps` times, round-robin with the order reversed every other round (A B, B A, ...) so
+    that load drifts and first-in-round effects hit all alike; medians in seconds."""
     for _ in range(warmup):
         for fn in fns.values():
             fn()
     sync(device)
     times: dict[str, list[float]] = {k: [] for k in fns}
-    for _ in range(reps):
-        for name, fn in fns.items():
+    items = list(fns.items())
+    for rep in range(reps):
+        for name, fn in (items if rep % 2 == 0 else items[::-1]):
             sync(device)
             t0 = time.perf_counter()
             fn()
