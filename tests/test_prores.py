@@ -1,4 +1,4 @@
-"""study.prores against the closed forms of the paper (Table 5, ../shared/paper/README.md §1), written out
+"""study.prores against the closed forms of the paper (Table 5; restated in docs/prores.md), written out
 independently here, at the boundary steps of every layer."""
 
 from __future__ import annotations
