@@ -44,12 +44,7 @@ def loss_curves(collection, out_dir, *, beta: float = 0.99, grids=None, max_poin
         if m.empty or "loss" not in m:
             continue
         d = pd.DataFrame({"step": m["step"].to_numpy(), "loss": analysis.ema(m["loss"].to_numpy(dtype=float), beta)})
-        d = downsample(d, max_points, "loss")
-        d.insert(0, "state", r.state)
-        d.insert(0, "run_id", r.run_id)
-        d.insert(0, "series", _series_name(r._asdict()))
-        d.insert(0, "grid", str(r.grid))
-        parts.append(d)
+        parts.append(_labelled(downsample(d, max_points, "loss"), r))
     if not parts:
         raise Skip("no run has train metrics")
     data = pd.concat(parts, ignore_index=True)
@@ -109,12 +104,7 @@ def stability(collection, out_dir, *, grids=None, window: int | None = None, thr
             ok = np.isfinite(gn) & (steps <= dstep)
             y = float(gn[ok][-1]) if ok.any() else float("nan")
             diverged.append({"run_id": r.run_id, "grid": str(r.grid), "step": int(dstep), "grad_norm": y})
-        d = downsample(pd.DataFrame({"step": steps, "grad_norm": gn}), max_points, "grad_norm")
-        d.insert(0, "state", r.state)
-        d.insert(0, "run_id", r.run_id)
-        d.insert(0, "series", _series_name(r._asdict()))
-        d.insert(0, "grid", str(r.grid))
-        parts.append(d)
+        parts.append(_labelled(downsample(pd.DataFrame({"step": steps, "grad_norm": gn}), max_points, "grad_norm"), r))
     if not parts:
         raise Skip("no run has grad-norm metrics")
     data = pd.concat(parts, ignore_index=True)
@@ -151,3 +141,12 @@ def stability(collection, out_dir, *, grids=None, window: int | None = None, thr
         files = save(fig, out_dir, "stability")
     return FigureResult("stability", fig, data, files, {"spikes": spikes, "diverged": diverged,
                                                         "panels": grid_names, "threshold": threshold})
+
+
+def _labelled(d: pd.DataFrame, r) -> pd.DataFrame:
+    """Prefix a run's plotted rows with the columns every curve panel groups by."""
+    d.insert(0, "state", r.state)
+    d.insert(0, "run_id", r.run_id)
+    d.insert(0, "series", _series_name(r._asdict()))
+    d.insert(0, "grid", str(r.grid))
+    return d
