@@ -7,7 +7,6 @@ store and draws every figure and table the runs allow. Prints a results table an
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 DEFAULT_GRID = Path("grids/cpu/quickstart.yaml")
@@ -28,8 +27,9 @@ def run(args) -> int:
     from study.collect import collect
     from study.errors import StudyError
     from study.evaluate.run import evaluate_run
+    from study.commands.run import run_cells
+    from study.commands.train import EXIT_INTERRUPTED
     from study.grid import load_grid
-    from study.train import train_run
 
     grid_path = Path(args.grid)
     if not grid_path.exists():
@@ -37,15 +37,10 @@ def run(args) -> int:
     grid = load_grid(grid_path)
     root = Path(args.out)
     print(f"== training {len(grid.all_cells)} cells of {grid.name} into {root / grid.name}/", flush=True)
-    finished = []
-    for i, cell in enumerate(grid.all_cells, 1):
-        result = train_run(cell.config, root, axes=cell.axes, argv=sys.argv)
-        print(f"[{i}/{len(grid.all_cells)}] {cell.run_name}: {result.state} at step {result.step}", flush=True)
-        if result.state == "interrupted":
-            print("interrupted: run the same command again to resume", file=sys.stderr)
-            return 75
-        if result.state == "completed":
-            finished.append(result.run_dir)
+    summary = run_cells(grid.all_cells, root)
+    if summary["interrupted"]:
+        return EXIT_INTERRUPTED
+    finished = [cell.run_dir(root) for cell in grid.all_cells if cell.status(root).get("state") == "completed"]
 
     print(f"== lm-eval ({args.tasks}) on {len(finished)} runs", flush=True)
     for run_dir in finished:

@@ -35,6 +35,12 @@ def run(args) -> int:
         print(f"{grid.source}: no cells selected")
         return 0
     print(f"{grid.name}: {len(cells)} of {len(grid.all_cells)} cells -> {root / grid.name}/")
+    summary = run_cells(cells, root, dry_run=args.dry_run)
+    return 1 if (summary["failed"] or summary["interrupted"]) else 0
+
+
+def run_cells(cells, root: Path, *, dry_run: bool = False) -> Counter:
+    """Train `cells` one after another (skipping finished ones); returns how many ended in each state."""
     summary: Counter = Counter()
     train_run = None
     for i, cell in enumerate(cells, 1):
@@ -45,7 +51,7 @@ def run(args) -> int:
             print(f"{head}: skip ({state})")
             summary[f"skipped ({state})"] += 1
             continue
-        if args.dry_run:
+        if dry_run:
             action = "would run" if not state else f"would resume ({state} at step {status.get('step', 0)})"
             print(f"{head}: {action}")
             summary["would run"] += 1
@@ -68,4 +74,4 @@ def run(args) -> int:
             print("interrupted: not starting further cells (run the same command again to resume)")
             break
     print("summary: " + ", ".join(f"{n} {state}" for state, n in sorted(summary.items())))
-    return 1 if (summary["failed"] or summary["interrupted"]) else 0
+    return summary
