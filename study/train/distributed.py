@@ -44,13 +44,6 @@ class Dist:
         dist.all_reduce(t, op=dist.ReduceOp.MAX)
         return bool(t.item())
 
-    def gather(self, obj) -> list:
-        if not self.active:
-            return [obj]
-        out = [None] * self.world
-        dist.all_gather_object(out, obj)
-        return out
-
     def broadcast(self, obj):
         if not self.active:
             return obj

@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from study import prores
+from study.config import run_id
 from study.results import FINAL_STATES, RunDir, provenance
 from study.train import checkpoint as ckpt
 from study.train import parallel, sharded
@@ -183,17 +184,15 @@ class _Trainer:
         self.heldout = (heldout_batches(cfg.data, self.tok, seq_len=cfg.model.seq_len, tokens=cfg.eval.tokens,
                                         batch_size=cfg.eval.batch_size)
                         if needs_eval and (d.main or self.collective_eval) else None)
-        self.probes = ProbeWriter(self.rd, cfg, self.heldout_probe_batch()) if d.main and cfg.train.probe_every else None
+        self.probes = ProbeWriter(self.rd, cfg, self._probe_batch()) if d.main and cfg.train.probe_every else None
 
         self.optimizer = build_optimizer(self.model, cfg.optim, device=self.device)
         self.scheduler = build_scheduler(self.optimizer, cfg.optim, cfg.train.steps)
-        self.ddp = None  # kept for callers that look at it; the wrapper is self.wrapped (study.train.parallel)
         if self.collective_eval and cfg.train.probe_every:
             from study.errors import ConfigError
             raise ConfigError("parallelism fsdp: per-layer probes run on rank 0 and cannot use a sharded model; "
                               "set train.probe_every=0 (probe a checkpoint instead)", key="train.probe_every")
         self.wrapped = parallel.wrap(self.model, cfg.train, d, self.device, precision=self.precision)
-        self.ddp = self.wrapped.ddp
         if self.wrapped.needs_new_optimizer:  # fully_shard replaced the parameters by sharded DTensors
             self.optimizer = build_optimizer(self.model, cfg.optim, device=self.device)
             self.scheduler = build_scheduler(self.optimizer, cfg.optim, cfg.train.steps)
@@ -209,17 +208,13 @@ class _Trainer:
         self.diverge_loss = cfg.train.diverge_loss or 1.5 * math.log(cfg.model.vocab_size)
         self._resume_or_start()
 
-    def heldout_probe_batch(self):
-        """A fixed probe batch: the first held-out sequences, cut to probe_len tokens."""
-        first = self.heldout[0]["input_ids"] if self.heldout else self.stream_peek()
-        n, s = self.cfg.train.probe_sequences, self.cfg.train.probe_len
-        return first[:n, :s].clone()
-
-    def stream_peek(self):
+    def _probe_batch(self) -> torch.Tensor:
+        """A fixed probe batch: the first held-out sequences (the eval set starts with them), cut to probe_len."""
         from study.data import heldout_batches
-        return heldout_batches(self.cfg.data, self.tok, seq_len=self.cfg.model.seq_len,
-                               tokens=self.cfg.train.probe_sequences * self.cfg.model.seq_len,
-                               batch_size=self.cfg.train.probe_sequences)[0]["input_ids"]
+        n = self.cfg.train.probe_sequences
+        first = heldout_batches(self.cfg.data, self.tok, seq_len=self.cfg.model.seq_len,
+                                tokens=n * self.cfg.model.seq_len, batch_size=n)[0]["input_ids"]
+        return first[:n, :self.cfg.train.probe_len].clone()
 
     def _resume_or_start(self) -> None:
         cfg, d, rd = self.cfg, self.dist, self.rd
@@ -233,7 +228,7 @@ class _Trainer:
                 for name in ("metrics.jsonl", "eval.jsonl", "probes.jsonl"):  # leftovers of a run with no checkpoint
                     rd.truncate_jsonl(name, 0)
                 rd.write_run({
-                    "run_id": _run_id(cfg), "run_name": rd.path.name, "grid": cfg.grid, "axes": self.axes or {},
+                    "run_id": run_id(cfg), "run_name": rd.path.name, "grid": cfg.grid, "axes": self.axes or {},
                     "method": cfg.method, "schedule": cfg.prores.schedule, "scale": cfg.model.scale,
                     "n_layers": cfg.model.n_layers, "params": self.info["params"], "T": cfg.prores.T,
                     "W": cfg.prores.W, "flops_per_token": self.info["flops_per_token"],
@@ -255,12 +250,7 @@ class _Trainer:
             self.scheduler.load_state_dict(files["optim"]["scheduler"])
         trainer = files["trainer"]
         _set_rng_state(trainer["rng"])
-        data_states = trainer["data"]
-        if len(data_states) != d.world:
-            from study.errors import CheckpointError
-            raise CheckpointError(f"checkpoint {path} was written by {len(data_states)} processes; resume it with "
-                                  f"the same number (now {d.world})")
-        self.stream.load_state_dict(data_states[d.rank])
+        self.stream.load_state_dict(trainer["data"])  # the same on every rank (ranks stride one global stream)
         self.step, self.tokens = files["state"]["step"], files["state"]["tokens"]
         _set_alphas(self.model, cfg, self.step)
         if d.main:
@@ -411,12 +401,12 @@ class _Trainer:
         self.dist.barrier()
 
     def _save(self) -> None:
-        data_states = self.dist.gather(self.stream.state_dict())
+        data_state = self.stream.state_dict()  # identical on every rank: no gather needed
         if self.wrapped.kind == "fsdp":  # collective: every rank writes its shards into one folder
             state = {"step": self.step, "tokens": self.tokens, "alpha": self.model.alphas().tolist(),
-                     "run_id": _run_id(self.cfg), "world_size": self.dist.world}
+                     "run_id": run_id(self.cfg), "world_size": self.dist.world}
             sharded.save(self.rd.checkpoints, self.step, dist=self.dist, model=self.model, optimizer=self.optimizer,
-                         trainer_state={"rng": _rng_state(), "data": data_states,
+                         trainer_state={"rng": _rng_state(), "data": data_state,
                                         "scheduler": self.scheduler.state_dict()},
                          state={**state, "sharded": True}, keep=self.cfg.train.keep_checkpoints)
             if self.dist.main:
@@ -427,14 +417,9 @@ class _Trainer:
             ckpt.save(self.rd.checkpoints, self.step,
                       model_state=self.model.state_dict(),
                       optim_state={"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict()},
-                      trainer_state={"rng": _rng_state(), "data": data_states},
+                      trainer_state={"rng": _rng_state(), "data": data_state},
                       state={"step": self.step, "tokens": self.tokens, "alpha": self.model.alphas().tolist(),
-                             "run_id": _run_id(self.cfg), "world_size": self.dist.world},
+                             "run_id": run_id(self.cfg), "world_size": self.dist.world},
                       keep=self.cfg.train.keep_checkpoints)
             self.rd.write_status("running", self.step, checkpoint_step=self.step)
         self.dist.barrier()
-
-
-def _run_id(cfg) -> str:
-    from study.config import run_id
-    return run_id(cfg)
