@@ -24,10 +24,20 @@ def _series_name(run) -> str:
     return " · ".join(parts)
 
 
-def _panels(grids):
-    n = len(grids)
-    ncols = min(3, n)
-    return -(-n // ncols), ncols
+def _stack(parts: list) -> tuple[pd.DataFrame, list]:
+    """All runs' rows in one frame with a panel (= grid) column, and the sorted grid names."""
+    data = pd.concat(parts, ignore_index=True)
+    data.insert(0, "panel", data["grid"])
+    return data, sorted(data["grid"].unique())
+
+
+def _grid_axes(grid_names):
+    """One panel per grid, at most 3 per row; the unused cells of the last row hidden."""
+    ncols = min(3, len(grid_names))
+    fig, axes = new_figure(-(-len(grid_names) // ncols), ncols, width=4.6, height=3.4)
+    for ax in axes.flat[len(grid_names):]:
+        ax.set_visible(False)
+    return fig, axes
 
 
 def loss_curves(collection, out_dir, *, beta: float = 0.99, grids=None, max_points: int = 1000) -> FigureResult:
@@ -47,14 +57,9 @@ def loss_curves(collection, out_dir, *, beta: float = 0.99, grids=None, max_poin
         parts.append(_labelled(downsample(d, max_points, "loss"), r))
     if not parts:
         raise Skip("no run has train metrics")
-    data = pd.concat(parts, ignore_index=True)
-    data.insert(0, "panel", data["grid"])
-    grid_names = sorted(data["grid"].unique())
-    nrows, ncols = _panels(grid_names)
+    data, grid_names = _stack(parts)
     with style():
-        fig, axes = new_figure(nrows, ncols, width=4.6, height=3.4)
-        for ax in axes.flat[len(grid_names):]:
-            ax.set_visible(False)
+        fig, axes = _grid_axes(grid_names)
         for ax, g in zip(axes.flat, grid_names):
             d = data[data["grid"] == g]
             for i, (rid, rd) in enumerate(d.groupby("run_id", sort=False, observed=True)):
@@ -107,16 +112,11 @@ def stability(collection, out_dir, *, grids=None, window: int | None = None, thr
         parts.append(_labelled(downsample(pd.DataFrame({"step": steps, "grad_norm": gn}), max_points, "grad_norm"), r))
     if not parts:
         raise Skip("no run has grad-norm metrics")
-    data = pd.concat(parts, ignore_index=True)
-    data.insert(0, "panel", data["grid"])
+    data, grid_names = _stack(parts)
     spikes = pd.DataFrame(spikes, columns=["run_id", "grid", "step", "grad_norm"])
     diverged = pd.DataFrame(diverged, columns=["run_id", "grid", "step", "grad_norm"])
-    grid_names = sorted(data["grid"].unique())
-    nrows, ncols = _panels(grid_names)
     with style():
-        fig, axes = new_figure(nrows, ncols, width=4.6, height=3.4)
-        for ax in axes.flat[len(grid_names):]:
-            ax.set_visible(False)
+        fig, axes = _grid_axes(grid_names)
         for ax, g in zip(axes.flat, grid_names):
             d = data[data["grid"] == g]
             colors = {}
