@@ -7,7 +7,6 @@ with the same command; its final weights must equal those of an uninterrupted ru
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -80,28 +79,38 @@ def reference(tmp_path_factory, cache_dir):
     """One uninterrupted run, trained as its own process like the interrupted ones."""
     tmp = tmp_path_factory.mktemp("reference")
     config = _config(tmp, cache_dir)
-    proc = _start(config, tmp / "out")
-    out, err = proc.communicate(timeout=600)
-    assert proc.returncode == 0, err
+    _train_to_the_end(config, tmp / "out")
     return config, tmp / "out"
+
+
+def _interrupt(config: Path, out: Path, until, sig: int) -> tuple[int, str]:
+    """Start training, send `sig` once `until()` holds, and return the exit code and stderr."""
+    proc = _start(config, out)
+    _wait_for(until, proc)
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=120)
+    return proc.returncode, err
+
+
+def _train_to_the_end(config: Path, out: Path) -> str:
+    """Run `study train` (again); it must finish. Returns its stderr."""
+    proc = _start(config, out)
+    _, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, err
+    return err
 
 
 def test_sigterm_then_rerun_is_bit_identical(reference, tmp_path):
     config, ref_out = reference
     out = tmp_path / "out"
-    proc = _start(config, out)
-    _wait_for(lambda: _step(out) >= 30, proc)
-    proc.send_signal(signal.SIGTERM)
-    _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 75, err  # interrupted: rerun to resume
+    returncode, err = _interrupt(config, out, lambda: _step(out) >= 30, signal.SIGTERM)
+    assert returncode == 75, err  # interrupted: rerun to resume
     status = json.loads((_run_dir(out) / "status.json").read_text())
     assert status["state"] == "interrupted" and 30 <= status["step"] < STEPS
     stopped_at = status["step"]
     assert (_run_dir(out) / "checkpoints" / f"step_{stopped_at:07d}").is_dir()  # saved on the way out
 
-    proc = _start(config, out)
-    _, err = proc.communicate(timeout=600)
-    assert proc.returncode == 0, err
+    err = _train_to_the_end(config, out)
     assert f"resuming {_run_dir(out).name} from checkpoint step {stopped_at}" in err
     _assert_identical(_final_weights(out), _final_weights(ref_out))
     rows = [json.loads(line) for line in (_run_dir(out) / "metrics.jsonl").read_text().splitlines()]
@@ -113,15 +122,11 @@ def test_sigterm_then_rerun_is_bit_identical(reference, tmp_path):
 def test_sigkill_after_checkpoint_then_rerun_is_bit_identical(reference, tmp_path):
     config, ref_out = reference
     out = tmp_path / "out"
-    proc = _start(config, out)
-    _wait_for(lambda: (_run_dir(out) / "checkpoints" / "step_0000040").is_dir() and _step(out) >= 45, proc)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.communicate(timeout=60)
+    _interrupt(config, out, lambda: (_run_dir(out) / "checkpoints" / "step_0000040").is_dir() and _step(out) >= 45,
+               signal.SIGKILL)
     assert json.loads((_run_dir(out) / "status.json").read_text())["state"] == "running"  # killed, no say
 
-    proc = _start(config, out)
-    _, err = proc.communicate(timeout=600)
-    assert proc.returncode == 0, err
+    err = _train_to_the_end(config, out)
     assert "from checkpoint step" in err
     _assert_identical(_final_weights(out), _final_weights(ref_out))
 
@@ -129,18 +134,13 @@ def test_sigkill_after_checkpoint_then_rerun_is_bit_identical(reference, tmp_pat
 def test_truncated_checkpoint_is_skipped_for_the_previous_one(reference, tmp_path):
     config, ref_out = reference
     out = tmp_path / "out"
-    proc = _start(config, out)
-    _wait_for(lambda: _step(out) >= 50, proc)
-    proc.send_signal(signal.SIGTERM)
-    proc.communicate(timeout=120)
+    _interrupt(config, out, lambda: _step(out) >= 50, signal.SIGTERM)
     run = _run_dir(out)
     newest = sorted((run / "checkpoints").glob("step_*"))[-1]
     model_file = newest / "model.pt"
     model_file.write_bytes(model_file.read_bytes()[: model_file.stat().st_size // 2])
 
-    proc = _start(config, out)
-    _, err = proc.communicate(timeout=600)
-    assert proc.returncode == 0, err
+    err = _train_to_the_end(config, out)
     assert f"checkpoint {newest} is unusable (model.pt has" in err and "truncated" in err
     assert "falling back to an earlier one" in err
     _assert_identical(_final_weights(out), _final_weights(ref_out))
