@@ -30,7 +30,6 @@ sys.path.insert(0, str(HERE))
 from common import cpu_name as _cpu  # noqa: E402
 
 
-
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=1000)

@@ -137,9 +137,10 @@ def useful_fraction(data_cfg: DataConfig, tok, *, seq_len: int, packing: str) ->
 
 def cpu_name() -> str:
     try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
     except OSError:
         pass
     return platform.processor() or platform.machine()
@@ -198,7 +199,8 @@ def main(argv=None) -> int:
         res["useful_fraction"][str(S)] = row
         print(f"    seq_len {S:>5}: pack {row['pack']['useful_fraction']:.4f}   pad {row['pad']['useful_fraction']:.4f}"
               f"   (pad: {row['pad']['documents']} documents, one sequence each, keeping "
-              f"{row['pad']['text_kept_fraction']:.1%} of the text; pack keeps {row['pack']['text_kept_fraction']:.1%})")
+              f"{row['pad']['text_kept_fraction']:.1%} of the text; "
+              f"pack keeps {row['pack']['text_kept_fraction']:.1%})")
 
     out = {
         "benchmark": "data_pipeline",

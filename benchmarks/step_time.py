@@ -5,7 +5,12 @@
 
 Both models: same hidden size, layers, heads, intermediate size, vocabulary, RMSNorm eps, RoPE theta, untied
 head, SDPA attention; same batch, same loss (cross-entropy on fp32 logits), same AdamW. Steps are interleaved
-(ours, HF, ours, HF, ...) in one process; prints the median ratio ours/HF (goal on CPU fp32: <= 0.85).
+(ours, HF, HF, ours, ...) in one process. Each round gives one paired ratio ours/HF (the two steps ran back to
+back, under the same load); the report is the median paired ratio and its spread (interquartile range). When the
+spread contains the no-effect value (the interquartile range of the paired ratios contains 1.0), no ratio is
+claimed: "no difference resolved". On CPU fp32 both models run the same ATen kernels
+(benchmarks/step_kernels.py: 99.5% and 99.7% of the step in operators both call), so no large difference is expected
+there; the speed goal that matters is GPU bf16 (and compiled), run by benchmarks/gpu_check.py.
 Writes benchmarks/results/step_time[_cuda].json.
 """
 
@@ -61,7 +66,7 @@ def main(argv=None) -> int:
     ap.add_argument("--layers", type=int, default=2, help="override n_layers (0: the preset's)")
     ap.add_argument("--seq", type=int, default=256)
     ap.add_argument("--batch", type=int, default=4)
-    ap.add_argument("--reps", type=int, default=8)
+    ap.add_argument("--reps", type=int, default=24, help="interleaved rounds (one paired ratio each)")
     ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)
     dev = args.device
@@ -75,16 +80,23 @@ def main(argv=None) -> int:
     autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if bf16 else contextlib.nullcontext
     res = common.interleaved({"ours": step_fn(ours, x, y, autocast, False), "hf": step_fn(hf, x, y, autocast, True)},
                              reps=args.reps, warmup=2, device=dev)
-    ratio = res["ours"]["median_s"] / res["hf"]["median_s"]
+    paired = sorted(a / b for a, b in zip(res["ours"]["all_s"], res["hf"]["all_s"], strict=True))
+    q = lambda f: paired[min(len(paired) - 1, int(f * len(paired)))]  # noqa: E731
+    median, q1, q3 = q(0.5), q(0.25), q(0.75)
+    resolved = not (q1 <= 1.0 <= q3)  # the middle half of the paired ratios lies on one side of 1
+    ratio = median if resolved else None
     print(f"config: {args.scale} d={cfg.d_model} L={cfg.n_layers} H={cfg.n_heads} ffn={cfg.ffn_hidden} "
           f"V={cfg.vocab_size} seq={args.seq} batch={args.batch} params ours={n_ours:,} hf={n_hf:,}")
     print(f"step ours {res['ours']['median_s']*1e3:.1f} ms  HF {res['hf']['median_s']*1e3:.1f} ms  "
-          f"ratio ours/HF = {ratio:.3f} (goal <= 0.85 on CPU fp32)")
+          f"paired ratio ours/HF median {median:.3f}, IQR [{q1:.3f}, {q3:.3f}] over {len(paired)} rounds: "
+          + (f"ratio {median:.3f}" if resolved else "no difference resolved (the spread contains 1.0)"))
     common.write_result("step_time" + ("_cuda" if bf16 else ""), dev, {
         "scale": args.scale, "d_model": cfg.d_model, "n_layers": cfg.n_layers, "seq": args.seq, "batch": args.batch,
         "precision": "bf16 autocast" if bf16 else "fp32", "params_ours": n_ours, "params_hf": n_hf,
         "ours_median_s": res["ours"]["median_s"], "hf_median_s": res["hf"]["median_s"],
-        "ratio_ours_over_hf": ratio, "reps": args.reps, "goal": "<= 0.85 (CPU fp32)"}, args.out)
+        "ratio_ours_over_hf": ratio, "paired_ratio_median": median, "paired_ratio_iqr": [q1, q3],
+        "resolved": resolved, "reps": args.reps,
+        "note": "ratio is null when the interquartile range of paired ratios contains 1.0"}, args.out)
     return 0
 
 

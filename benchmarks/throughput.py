@@ -20,10 +20,24 @@ import torch
 import torch.nn.functional as F
 
 
+def _train_step(fwd, opt, x, y, *, cuda: bool):
+    """One bf16-autocast (CUDA) or fp32 (CPU) training step on a fixed batch."""
+
+    def step():
+        with torch.autocast("cuda", dtype=torch.bfloat16) if cuda else torch.autocast("cpu", enabled=False):
+            out = fwd(x)
+            loss = F.cross_entropy(out.float().view(-1, out.size(-1)), y.view(-1))
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    return step
+
+
 def measure(scale: str, *, device: str, seq: int, batch: int, steps: int, warmup: int, compiled: bool) -> dict:
     from study.config import resolve
+    from study.cost import device_peak_flops
     from study.model import build_model, info
-    from study.train.loop import PEAK_FLOPS
 
     cfg = resolve({"model": {"scale": scale, "seq_len": seq}}).model
     torch.manual_seed(0)
@@ -33,14 +47,7 @@ def measure(scale: str, *, device: str, seq: int, batch: int, steps: int, warmup
     opt = torch.optim.AdamW(model.parameters(), lr=1e-5, fused=cuda)
     x = torch.randint(0, cfg.vocab_size, (batch, seq), device=device)
     y = torch.randint(0, cfg.vocab_size, (batch, seq), device=device)
-
-    def step():
-        with torch.autocast("cuda", dtype=torch.bfloat16) if cuda else torch.autocast("cpu", enabled=False):
-            out = fwd(x)
-            loss = F.cross_entropy(out.float().view(-1, out.size(-1)), y.view(-1))
-        loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
+    step = _train_step(fwd, opt, x, y, cuda=cuda)
 
     for _ in range(warmup):
         step()
@@ -55,13 +62,14 @@ def measure(scale: str, *, device: str, seq: int, batch: int, steps: int, warmup
     peak = None
     if cuda:
         name = torch.cuda.get_device_name(0)
-        peak = next((v for k, v in PEAK_FLOPS.items() if k in name), None)
+        peak = device_peak_flops(name)
     row = {"scale": scale, "seq": seq, "batch": batch, "steps": steps, "tokens_per_s": tps,
            "flops_per_token": fpt, "peak_flops": peak, "mfu": tps * fpt / peak if peak else None,
            "compiled": compiled, "precision": "bf16 autocast" if cuda else "fp32"}
     if cuda:
         row["max_memory_gib"] = torch.cuda.max_memory_allocated() / 2**30
-    del model, opt, fwd
+    # The step closure holds the model, optimizer and batch: drop it with them so empty_cache can free them.
+    del step, model, opt, fwd, x, y
     if cuda:
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()

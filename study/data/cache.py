@@ -14,6 +14,8 @@ import os
 import tempfile
 from pathlib import Path
 
+from study import fsutil
+
 try:
     import fcntl
 except ImportError:  # pragma: no cover - not POSIX: atomic renames alone keep the cache consistent
@@ -49,19 +51,8 @@ def locked(path: Path):
 
 
 def atomic_write_text(path: Path, text: str) -> None:
-    """Write `text` to `path` through a temporary file in the same folder and an atomic rename."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    """Write `text` to `path` through a temporary file in the same folder and an atomic rename (study.fsutil)."""
+    fsutil.atomic_write_text(path, text)
 
 
 def temp_dir_beside(path: Path) -> Path:

@@ -24,6 +24,7 @@ Batches: {'input_ids': Long[n, S], 'labels': Long[n, S] (-100 = ignored), 'n_tok
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import math
 import threading
@@ -32,11 +33,11 @@ import numpy as np
 import torch
 
 from study.data import cache, corpus
+from study.data.batch import IGNORE, batch_dict
 from study.data.tokens import token_dtype, tokenize_documents, tokenized_corpus
 from study.errors import DataError
 
 STATE_FORMAT = 1
-IGNORE = -100
 
 
 def _seed(seed: int) -> int:
@@ -93,6 +94,7 @@ def _shard_epoch(seed: int, epoch: int) -> int:
     """The `IterableDataset.set_epoch` value that fixes the shard order for (seed, epoch); never 0."""
     digest = hashlib.sha256(f"{seed}:{epoch}".encode()).digest()
     return 1 + int.from_bytes(digest[:4], "big") % (2**31 - 2)
+
 
 
 class _Prefetch(threading.Thread):
@@ -177,10 +179,9 @@ class _HFStreamDocs:
 
     def _drop_pending(self) -> None:
         if self._pending is not None:
-            try:
+            # The prefetched block is discarded, so its outcome (a read error included) no longer matters.
+            with contextlib.suppress(BaseException):
                 self._pending.get()
-            except BaseException:
-                pass
             self._pending = None
 
     def _fill(self) -> None:
@@ -322,9 +323,7 @@ class TrainStream:
         else:
             inputs, labels = self._pad(total)
         self.sequences += total
-        labels_t = torch.from_numpy(np.ascontiguousarray(labels))
-        return {"input_ids": torch.from_numpy(np.ascontiguousarray(inputs)), "labels": labels_t,
-                "n_tokens": int((labels_t != IGNORE).sum())}
+        return batch_dict(inputs, labels)
 
     def __iter__(self):
         raise TypeError("use next_batch(n)")
@@ -356,6 +355,35 @@ class TrainStream:
 # ---------------------------------------------------------------------------------------------------
 # Held-out evaluation batches
 # ---------------------------------------------------------------------------------------------------
+def open_stream(data_cfg, tok, **kwargs):
+    """The training stream of `data_cfg`: StoreStream (a prepared token store) when data.store, else TrainStream
+    (tokenized on the fly). Same interface and keyword arguments."""
+    if getattr(data_cfg, "store", False):
+        from study.data.store_stream import StoreStream
+
+        return StoreStream(data_cfg, tok, **kwargs)
+    return TrainStream(data_cfg, tok, **kwargs)
+
+
+def _heldout_stream(data_cfg, tok, tokens: int) -> np.ndarray:
+    """The first `tokens` + 1 tokens of the held-out split (documents each followed by EOS), in source order."""
+    if getattr(data_cfg, "store", False):
+        from study.data.store import open_store
+
+        held = (getattr(tok, "store", None) or open_store(data_cfg, tok.vocab_size)).heldout
+        if held.tokens == 0:
+            return np.zeros(0, dtype=np.int64)
+        # whole documents, as below: up to the end of the document holding token `tokens`
+        return held.read(0, held.document_end(tokens) if tokens < held.tokens else held.tokens)
+    eos, parts, have = tok.eos_id, [], 0
+    for doc in _heldout_docs(data_cfg, tok):
+        parts += [np.asarray(doc, dtype=np.int64), np.array([eos], dtype=np.int64)]
+        have += len(doc) + 1
+        if have >= tokens + 1:
+            break
+    return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
+
+
 def _heldout_docs(data_cfg, tok):
     """Held-out documents as token arrays, in the source's order (deterministic)."""
     if corpus.is_finite(data_cfg):
@@ -373,11 +401,11 @@ def _heldout_docs(data_cfg, tok):
         chunk.append(doc)
         if len(chunk) == 256:
             _, toks, offsets = tokenize_documents(chunk, tok)
-            yield from (toks[a:b] for a, b in zip(offsets[:-1], offsets[1:]))
+            yield from (toks[a:b] for a, b in zip(offsets[:-1], offsets[1:], strict=True))
             chunk = []
     if chunk:
         _, toks, offsets = tokenize_documents(chunk, tok)
-        yield from (toks[a:b] for a, b in zip(offsets[:-1], offsets[1:]))
+        yield from (toks[a:b] for a, b in zip(offsets[:-1], offsets[1:], strict=True))
 
 
 def heldout_batches(data_cfg, tok, *, seq_len: int, tokens: int, batch_size: int) -> list[dict]:
@@ -389,17 +417,11 @@ def heldout_batches(data_cfg, tok, *, seq_len: int, tokens: int, batch_size: int
     """
     if seq_len < 1 or tokens < 1 or batch_size < 1:
         raise ValueError("seq_len, tokens and batch_size must be >= 1")
-    S, eos = seq_len, tok.eos_id
-    parts, have = [], 0
-    for doc in _heldout_docs(data_cfg, tok):
-        parts += [np.asarray(doc, dtype=np.int64), np.array([eos], dtype=np.int64)]
-        have += len(doc) + 1
-        if have >= tokens + 1:
-            break
-    if have < 2:
+    S = seq_len
+    stream = _heldout_stream(data_cfg, tok, tokens)
+    if len(stream) < 2:
         raise DataError("no held-out documents: set data.heldout_fraction > 0 (or data.eval_split for an HF "
                         "dataset), or give a corpus with more documents")
-    stream = np.concatenate(parts)
     n_labels = min(tokens, len(stream) - 1)
     rows = []
     for k in range(math.ceil(n_labels / S)):

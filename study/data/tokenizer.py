@@ -13,16 +13,21 @@ token '<|endoftext|>' (EOS and pad). Cached as JSON under `<cache_dir>/tokenizer
 content, held-out fraction, vocabulary size and tokenizers version; several processes starting at once train it
 once (file lock) and the file is written atomically.
 Anything else: a Hugging Face tokenizer name or local folder via `transformers.AutoTokenizer`.
+The `Tokenizer` wrapper and a tokenizer's saved files live one module down (study.data.hf_tokenizer, re-exported
+here), where the token store can use them without importing this module.
 """
 
 from __future__ import annotations
 
-import hashlib
-import os
 from pathlib import Path
 
 from study.data import cache, corpus
+from study.data.hf_tokenizer import Tokenizer, load_hf_tokenizer, load_tokenizer_dir
+from study.data.store_read import store_tokenizer
 from study.errors import DataError
+
+__all__ = ["BPE_FORMAT", "EOS", "MIN_BPE_VOCAB", "STATS", "Tokenizer", "build_tokenizer", "default_bpe",
+           "default_bpe_path", "load_tokenizer_dir", "train_bpe"]
 
 EOS = "<|endoftext|>"
 BPE_FORMAT = 1  # bump when the BPE recipe changes
@@ -32,54 +37,18 @@ MIN_BPE_VOCAB = 257  # 256 byte symbols + EOS
 STATS = {"bpe_trained": 0}
 
 
-class Tokenizer:
-    """A thin, picklable-enough wrapper with the contract's interface over a PreTrainedTokenizer(Fast)."""
-
-    def __init__(self, hf, name: str):
-        self.hf = hf
-        self.name = name
-        self._backend = getattr(hf, "backend_tokenizer", None)  # a tokenizers.Tokenizer for fast tokenizers
-        eos = hf.eos_token_id
-        if eos is None:
-            raise DataError(f"tokenizer {name!r} has no EOS token; documents could not be separated")
-        self.eos_id = int(eos)
-        self.pad_id = int(hf.pad_token_id) if hf.pad_token_id is not None else self.eos_id
-        self.vocab_size = len(hf)
-        if self._backend is not None:
-            blob = self._backend.to_str().encode()
-        else:  # slow tokenizer: its vocabulary identifies it
-            blob = repr(sorted(hf.get_vocab().items())).encode()
-        self.fingerprint = hashlib.sha256(blob).hexdigest()[:16]
-
-    def encode(self, text: str) -> list[int]:
-        if self._backend is not None:
-            return self._backend.encode(text, add_special_tokens=False).ids
-        return self.hf.encode(text, add_special_tokens=False)
-
-    def encode_batch(self, texts: list[str]) -> list[list[int]]:
-        if self._backend is not None:
-            return [e.ids for e in self._backend.encode_batch(list(texts), add_special_tokens=False)]
-        return [self.hf.encode(t, add_special_tokens=False) for t in texts]
-
-    def decode(self, ids) -> str:
-        ids = [int(i) for i in ids]
-        if self._backend is not None:
-            return self._backend.decode(ids, skip_special_tokens=False)
-        return self.hf.decode(ids, skip_special_tokens=False)
-
-    def __len__(self) -> int:
-        return self.vocab_size
-
-    def __repr__(self) -> str:
-        return f"Tokenizer(name={self.name!r}, vocab_size={self.vocab_size}, eos_id={self.eos_id})"
-
-
 def build_tokenizer(data_cfg, vocab_size: int) -> Tokenizer:
     """The tokenizer named by `data_cfg.tokenizer`; its ids must fit in the model's `vocab_size`."""
     name = data_cfg.tokenizer
+    if getattr(data_cfg, "store", False):  # the copy saved in the prepared token store (offline on compute nodes)
+        tok = store_tokenizer(data_cfg, vocab_size)
+        if tok.vocab_size > vocab_size:
+            raise DataError(f"the token store's tokenizer has {tok.vocab_size} tokens but model.vocab_size is "
+                            f"{vocab_size}")
+        return tok
     if name == "default":
         return Tokenizer(_wrap_fast(default_bpe(data_cfg, vocab_size)), name=f"default-bpe-{vocab_size}")
-    tok = Tokenizer(_load_hf_tokenizer(name), name=name)
+    tok = Tokenizer(load_hf_tokenizer(name), name=name)
     if tok.vocab_size > vocab_size:
         raise DataError(f"tokenizer {name!r} has {tok.vocab_size} tokens but model.vocab_size is {vocab_size}; "
                         f"set model.vocab_size >= {tok.vocab_size}")
@@ -92,18 +61,6 @@ def _wrap_fast(tk):
     hf = PreTrainedTokenizerFast(tokenizer_object=tk, eos_token=EOS, pad_token=EOS)
     hf.model_max_length = 1 << 30
     return hf
-
-
-def _load_hf_tokenizer(name: str):
-    try:
-        from transformers import AutoTokenizer
-
-        return AutoTokenizer.from_pretrained(os.path.expanduser(name) if name.startswith("~") else name)
-    except Exception as exc:  # OSError (offline / not found), ValueError, ImportError (sentencepiece) ...
-        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        raise DataError(f"cannot load tokenizer {name!r}: {type(exc).__name__}: {msg}; without network, give "
-                        f"data.tokenizer as a local folder holding tokenizer.json (or tokenizer.model), or use "
-                        f"data.tokenizer=default (a BPE trained offline on the bundled corpus)") from None
 
 
 def default_bpe_path(data_cfg, vocab_size: int) -> Path:

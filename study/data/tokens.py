@@ -27,7 +27,7 @@ ENCODE_CHUNK = 1024  # documents per encode_batch call
 
 # Counts corpus tokenizations in this process (tests and benchmarks check cache reuse).
 STATS = {"tokenized": 0}
-_MEMO: dict[str, "TokenizedCorpus"] = {}
+_MEMO: dict[str, TokenizedCorpus] = {}
 
 
 @dataclass
@@ -59,7 +59,7 @@ def tokenize_documents(docs, tok) -> tuple[list[str], np.ndarray, np.ndarray]:
     lengths: list[int] = []
 
     def flush(batch):
-        for (doc_id, _), enc in zip(batch, tok.encode_batch([t for _, t in batch])):
+        for (doc_id, _), enc in zip(batch, tok.encode_batch([t for _, t in batch]), strict=True):
             if enc:
                 ids.append(doc_id)
                 parts.append(np.asarray(enc, dtype=dtype))

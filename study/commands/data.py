@@ -1,0 +1,144 @@
+"""`study data prepare|info CONFIG_OR_GRID`: the token store of a run config's or a grid's data (study.data.store).
+
+    study data prepare grids/paper/main.yaml --workers 16    # once, where the source is readable
+    study data info grids/paper/main.yaml                    # where the store is, and whether it is ready
+
+A grid's cells that share their data (source, splits, tokenizer) share one store, prepared once. The store is
+tokenized in parallel by `--workers` workers (threads for a local corpus with a fast tokenizer, else processes),
+one unit (a source file shard, or 256 documents of a local corpus) at a time; the result does not depend on the
+number of workers. Re-running resumes a partial store and
+does nothing for a finished one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+
+def register(sub) -> None:
+    p = sub.add_parser("data", help="prepare the token store a config or grid trains from (once, in parallel)")
+    dsub = p.add_subparsers(dest="data_command", required=True, parser_class=type(p))
+    for name, helptext in (("prepare", "tokenize the data of a config or grid once into its token store"),
+                           ("info", "where a config's or grid's token store is and whether it is prepared")):
+        q = dsub.add_parser(name, help=helptext)
+        q.add_argument("config", metavar="CONFIG_OR_GRID", help="run config YAML or grid file (or a grid name)")
+        q.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                       help="override a config value (run configs only; repeatable)")
+        q.add_argument("--json", action="store_true", help="print one JSON object")
+        if name == "prepare":
+            q.add_argument("--workers", type=int, default=None,
+                           help="tokenizing workers per machine: threads for a local corpus with a fast "
+                                "tokenizer, else processes (default: the CPUs available to this process; "
+                                "with --cluster: --cpus-per-task)")
+            c = q.add_argument_group("as a job array (submitit): each task prepares its share of the source's "
+                                     "shards, then one job finalizes")
+            c.add_argument("--cluster", choices=("slurm", "local", "debug"), default=None,
+                           help="submit the preparation instead of running it here")
+            c.add_argument("--tasks", type=int, default=8, help="array tasks (default 8; at most one per unit)")
+            c.add_argument("--profile", default=None, metavar="FILE.yaml", help="cluster profile (as study submit)")
+            c.add_argument("--partition", default=None)
+            c.add_argument("--account", default=None)
+            c.add_argument("--time", type=int, default=None, metavar="MIN", help="minutes per task (default 240)")
+            c.add_argument("--cpus-per-task", type=int, default=None, help="CPUs per task (= its workers)")
+            c.add_argument("--mem-gb", type=float, default=None)
+            c.add_argument("--logs", default=None, help="submitit log folder (default: STORE.partial/.submitit)")
+        q.set_defaults(func=run)
+
+
+def data_configs(target: str, overrides: list[str]) -> list:
+    """The distinct (data config, vocab size) pairs a run config or a grid needs, as RunConfigs with the store on."""
+    import dataclasses
+    from pathlib import Path
+
+    from study import config
+    from study.errors import ConfigError
+    from study.grid import find_grid, load_grid
+
+    path = Path(target) if Path(target).is_file() else find_grid(target)
+    if not path.is_file():
+        raise ConfigError("file not found (expected a run config or a grid)", source=target)
+    is_grid = "axes" in config.read_yaml(path)
+    if is_grid:
+        if overrides:
+            raise ConfigError("--set applies to run configs; edit the grid instead", key="--set")
+        cfgs = [c.config for c in load_grid(path).cells()]
+    else:
+        cfgs = [config.load(path, overrides)]
+    out, seen = [], set()
+    from study.data.store import store_path
+
+    for cfg in cfgs:
+        cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, store=True))
+        key = str(store_path(cfg.data, cfg.model.vocab_size))
+        if key not in seen:
+            seen.add(key)
+            out.append(cfg)
+    return out
+
+
+def run(args) -> int:
+    from study.data import store
+    from study.errors import ConfigError
+
+    cfgs = data_configs(args.config, args.overrides)
+    if args.data_command == "prepare" and args.cluster:
+        return _submit(args, cfgs)
+    rows = []
+    for cfg in cfgs:
+        if args.data_command == "prepare":
+            workers = args.workers or len(os.sched_getaffinity(0))
+            if workers < 1:
+                raise ConfigError(f"--workers must be >= 1, got {workers}", key="--workers")
+            path = store.prepare(cfg.data, cfg.model.vocab_size, workers=workers)
+        else:
+            path = store.store_path(cfg.data, cfg.model.vocab_size)
+        row = {"store": str(path), "prepared": (path / "manifest.json").exists()}
+        if row["prepared"]:
+            m = store.open_store(cfg.data, cfg.model.vocab_size).manifest
+            row.update(train_tokens=m["splits"]["train"]["tokens"], heldout_tokens=m["splits"]["heldout"]["tokens"],
+                       tokenizer=m["tokenizer"]["name"], source=m["source"]["describe"],
+                       seconds=m["prepared"]["seconds"], workers=m["prepared"]["workers"])
+        rows.append(row)
+    if args.json:
+        print(json.dumps(rows if len(rows) != 1 else rows[0], indent=1))
+        return 0
+    for row in rows:
+        if row["prepared"]:
+            print(f"{row['store']}: {row['train_tokens']:,} train and {row['heldout_tokens']:,} held-out tokens "
+                  f"({row['source']}, tokenizer {row['tokenizer']})")
+        else:
+            print(f"{row['store']}: not prepared (run: study data prepare {args.config})")
+    return 0
+
+
+def _submit(args, cfgs) -> int:
+    """`study data prepare --cluster ...`: one job array per store, and a finalize job after it."""
+    from pathlib import Path
+
+    from study.data import store
+    from study.dispatch import load_profile, make_executor, resolve_options
+    from study.errors import ConfigError
+
+    if args.tasks < 1:
+        raise ConfigError(f"--tasks must be >= 1, got {args.tasks}", key="--tasks")
+    cli = {"cluster": args.cluster, "partition": args.partition, "account": args.account, "time": args.time,
+           "cpus_per_task": args.cpus_per_task, "mem_gb": args.mem_gb}
+    # CPU-only tasks whatever the profile says about GPUs; 4 hours unless told otherwise
+    options = resolve_options({**cli, "gpus_per_node": 0, "tasks_per_node": 1, "nodes": 1},
+                              load_profile(args.profile), {"time": 240})
+    workers = args.workers or int(options["cpus_per_task"])
+    for cfg in cfgs:
+        path = store.store_path(cfg.data, cfg.model.vocab_size)
+        logs = Path(args.logs) if args.logs else Path(f"{path}.partial") / ".submitit"
+        executor = make_executor(args.cluster, logs, options, name="study-data-prepare")
+        jobs, final = store.submit_prepare(cfg.data, cfg.model.vocab_size, executor, tasks=args.tasks,
+                                           workers=workers, wait=args.cluster != "slurm")
+        if not jobs:
+            print(f"{path}: already prepared")
+        elif final is None:
+            print(f"{path}: prepared by {len(jobs)} {args.cluster} tasks")
+        else:
+            print(f"{path}: submitted array job {jobs[0].job_id.split('_')[0]} ({len(jobs)} tasks) and finalize job "
+                  f"{final.job_id} (afterok); `study data info {args.config}` says when it is ready")
+    return 0
