@@ -185,7 +185,7 @@ def depth_group(runs: pd.DataFrame, grid: str | None = None) -> pd.DataFrame:
     width = df["d_model"] if "d_model" in df else pd.Series(0, index=df.index)
     groups = df.assign(_w=width.fillna(-1)).groupby(["grid", "_w"], dropna=False)
     best, best_key = None, None
-    for key, g in groups:
+    for _key, g in groups:
         score = (g["n_layers"].nunique(), len(g))
         if g["n_layers"].nunique() >= 2 and (best_key is None or score > best_key):
             best, best_key = g, score
@@ -209,7 +209,7 @@ def pick_pair(col: Collection, *, need=("metrics",), prefer_method="pre-ln", pre
         df = getattr(col, table)
         have[table] = set(df["run_id"].astype(str).unique()) if len(df) and "run_id" in df else set()
     ok = pairs[[all(a in have[t] and b in have[t] for t in need)
-                for a, b in zip(pairs["prores_run_id"], pairs["baseline_run_id"])]]
+                for a, b in zip(pairs["prores_run_id"], pairs["baseline_run_id"], strict=True)]]
     if ok.empty:
         raise Skip(f"no ProRes/baseline pair where both runs have {' and '.join(need)}")
     runs = col.runs.set_index("run_id")

@@ -40,42 +40,81 @@ def _grid_axes(grid_names):
     return fig, axes
 
 
+def _seed_bands(d: pd.DataFrame, groups: pd.Series, confidence: float = 0.95) -> pd.DataFrame:
+    """Mean and 95% t half-width over seeds of the smoothed loss, per seed group with >= 2 completed runs, at the
+    steps every run of the group logged. Columns: group, series, step, mean, half_width, n."""
+    out = []
+    done = d[d["state"] == "completed"].assign(group=lambda x: x["run_id"].map(groups))
+    for g, gd in done.groupby("group", sort=False):
+        wide = gd.pivot_table(index="step", columns="run_id", values="loss").dropna()
+        n = wide.shape[1]
+        if n < 2 or wide.empty:
+            continue
+        t = analysis.t_quantile(0.5 + confidence / 2, n - 1)
+        out.append(pd.DataFrame({"group": g, "series": gd["series"].iloc[0], "step": wide.index.to_numpy(),
+                                 "mean": wide.mean(axis=1).to_numpy(),
+                                 "half_width": (t * wide.std(axis=1, ddof=1) / np.sqrt(n)).to_numpy(), "n": n}))
+    cols = ["group", "series", "step", "mean", "half_width", "n"]
+    return pd.concat(out, ignore_index=True) if out else pd.DataFrame(columns=cols)
+
+
 def loss_curves(collection, out_dir, *, beta: float = 0.99, grids=None, max_points: int = 1000) -> FigureResult:
     """Train loss (EMA `beta`) over steps, one panel per grid, one line per run (any state).
 
+    Runs that differ only in train.seed are drawn as one line, the mean over seeds, with a band of the 95% t
+    interval of that mean (meta['bands']); runs without seed siblings as their own line.
     data: panel (= grid), grid, series, run_id, state, step, loss (smoothed), downsampled to ~max_points per run.
     """
     runs = collection.runs
     if grids is not None:
         runs = runs[runs["grid"].isin(grids)]
-    parts = []
+    parts, full = [], []
     for r in runs.itertuples():
         m = collection.metrics_for(r.run_id)
         if m.empty or "loss" not in m:
             continue
         d = pd.DataFrame({"step": m["step"].to_numpy(), "loss": analysis.ema(m["loss"].to_numpy(dtype=float), beta)})
+        full.append(_labelled(d.copy(), r))
         parts.append(_labelled(downsample(d, max_points, "loss"), r))
     if not parts:
         raise Skip("no run has train metrics")
     data, grid_names = _stack(parts)
+    groups = pd.Series(analysis.seed_group_keys(runs).to_numpy(), index=runs["run_id"].astype(str).to_numpy())
+    bands = _seed_bands(pd.concat(full, ignore_index=True), groups)  # bands from the full series: same steps
+    every = max(1, int(bands.groupby("group").size().max() // max_points)) if len(bands) else 1
+    bands = bands.groupby("group", sort=False, group_keys=False).apply(lambda b: b.iloc[::every]) \
+        if every > 1 else bands
+    banded = set(data.loc[data["run_id"].map(groups).isin(set(bands["group"])) & (data["state"] == "completed"),
+                          "run_id"])
     with style():
         fig, axes = _grid_axes(grid_names)
-        for ax, g in zip(axes.flat, grid_names):
+        # strict=False: the last row may have more axes than grids (_grid_axes hides the spare ones)
+        for ax, g in zip(axes.flat, grid_names, strict=False):
             d = data[data["grid"] == g]
-            for i, (rid, rd) in enumerate(d.groupby("run_id", sort=False, observed=True)):
+            i = 0
+            for _, b in bands[bands["group"].isin(set(d["run_id"].map(groups)))].groupby("group", sort=False):
+                n = int(b["n"].iloc[0])
+                ax.plot(b["step"], b["mean"], linewidth=1.0, color=f"C{i % 10}",
+                        label=f"{b['series'].iloc[0]} (mean of {n} seeds)")
+                ax.fill_between(b["step"], b["mean"] - b["half_width"], b["mean"] + b["half_width"],
+                                color=f"C{i % 10}", alpha=0.25, linewidth=0)
+                i += 1
+            for _, rd in d[~d["run_id"].isin(banded)].groupby("run_id", sort=False, observed=True):
                 ax.plot(rd["step"], rd["loss"], linewidth=0.9, color=f"C{i % 10}",
                         linestyle="-" if rd["state"].iloc[0] == "completed" else "--", label=rd["series"].iloc[0])
+                i += 1
             ax.set_title(f"grid: {g}")
             ax.set_xlabel("step")
             ax.set_ylabel(f"train loss (EMA {beta})")
+            lines = i
             finite = d["loss"][np.isfinite(d["loss"])]
             if len(finite):
                 lo, hi = finite.quantile(0.0), finite.quantile(0.98)
                 ax.set_ylim(lo - 0.05 * (hi - lo + 1e-9), hi + 0.05 * (hi - lo + 1e-9))
-            if d["run_id"].nunique() <= MAX_LEGEND:
+            if lines <= MAX_LEGEND:
                 ax.legend(fontsize="xx-small")
         files = save(fig, out_dir, "loss_curves")
-    return FigureResult("loss_curves", fig, data, files, {"beta": beta, "panels": grid_names})
+    return FigureResult("loss_curves", fig, data, files, {"beta": beta, "panels": grid_names, "bands": bands})
 
 
 def stability(collection, out_dir, *, grids=None, window: int | None = None, threshold: float = 7.0,
@@ -101,7 +140,7 @@ def stability(collection, out_dir, *, grids=None, window: int | None = None, thr
         if len(m):
             w = window or analysis.auto_window(len(m))
             mask = analysis.spike_mask(gn, w, threshold)
-            for s, g in zip(steps[mask], gn[mask]):
+            for s, g in zip(steps[mask], gn[mask], strict=True):
                 spikes.append({"run_id": r.run_id, "grid": str(r.grid), "step": int(s), "grad_norm": float(g)})
         if r.state == "diverged":
             dstep = r.diverged_step if r.diverged_step is not None and not (
@@ -117,7 +156,7 @@ def stability(collection, out_dir, *, grids=None, window: int | None = None, thr
     diverged = pd.DataFrame(diverged, columns=["run_id", "grid", "step", "grad_norm"])
     with style():
         fig, axes = _grid_axes(grid_names)
-        for ax, g in zip(axes.flat, grid_names):
+        for ax, g in zip(axes.flat, grid_names, strict=False):  # spare axes of the last row stay hidden
             d = data[data["grid"] == g]
             colors = {}
             for i, (rid, rd) in enumerate(d.groupby("run_id", sort=False, observed=True)):
@@ -136,7 +175,7 @@ def stability(collection, out_dir, *, grids=None, window: int | None = None, thr
             ax.set_ylabel("grad norm (before clipping)")
             if d["run_id"].nunique() <= MAX_LEGEND:
                 handles, labels = ax.get_legend_handles_labels()
-                uniq = dict(zip(labels, handles))
+                uniq = dict(zip(labels, handles, strict=True))
                 ax.legend(uniq.values(), uniq.keys(), fontsize="xx-small")
         files = save(fig, out_dir, "stability")
     return FigureResult("stability", fig, data, files, {"spikes": spikes, "diverged": diverged,

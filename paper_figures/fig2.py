@@ -47,7 +47,7 @@ def fig_2(collection, out_dir, *, grid: str | None = None, method: str = "pre-ln
     order = order_series(data["series"])
     with style():
         fig, axes = new_figure(1, 2, width=4.5, height=3.4)
-        for ax, panel in zip(axes[0], PANELS.values()):
+        for ax, panel in zip(axes[0], PANELS.values(), strict=True):
             d = data[data["panel"] == panel]
             sns.lineplot(data=d, x="n_layers", y="spike_score", hue="series", hue_order=order, style="series",
                          style_order=order, markers=True, dashes=False, errorbar=None, ax=ax)

@@ -18,7 +18,7 @@ def heatmaps(data: pd.DataFrame, value: str, title: str, cbar: str, *, log=False
     fig, axes = new_figure(1, 2, width=4.6, height=3.6)
     lo = vmin if vmin is not None else np.nanmin(data[value])
     hi = vmax if vmax is not None else np.nanmax(data[value])
-    for ax, panel in zip(axes[0], PANELS):
+    for ax, panel in zip(axes[0], PANELS, strict=True):
         grid = data[data["panel"] == panel].pivot(index="layer", columns="step", values=value)
         norm = LogNorm(max(lo, 1e-6), hi) if log else None
         sns.heatmap(grid, ax=ax, cmap="viridis", norm=norm, vmin=None if log else lo, vmax=None if log else hi,
@@ -43,7 +43,7 @@ def fig_3(collection, out_dir, *, pair=None) -> FigureResult:
         p = pick_pair(collection, need=("probes",))
         pair = (p["prores_run_id"], p["baseline_run_id"])
     parts = []
-    for panel, rid in zip(PANELS, (pair[1], pair[0])):
+    for panel, rid in zip(PANELS, (pair[1], pair[0]), strict=True):
         pr = collection.probes_for(rid)
         if pr.empty or "act_norm" not in pr:
             raise Skip(f"run {rid} has no act_norm probes")

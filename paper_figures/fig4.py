@@ -26,7 +26,7 @@ def fig_4(collection, out_dir, *, pair=None, early_fraction: float = 0.1) -> Fig
         p = pick_pair(collection, need=("probe_files",))
         pair = (p["prores_run_id"], p["baseline_run_id"])
     parts = []
-    for panel, rid in zip(PANELS, (pair[1], pair[0])):
+    for panel, rid in zip(PANELS, (pair[1], pair[0]), strict=True):
         files = collection.probe_files_for(rid)
         missing = [f for f in files["path"] if not Path(f).exists()]
         if files.empty or missing:

@@ -28,7 +28,7 @@ def fig_5(collection, out_dir, *, pair=None, beta: float = 0.99) -> FigureResult
     if gaps["train"].empty:
         raise Skip("the pair has no common logged steps")
     parts = []
-    for panel, key in zip(PANELS, ("train", "eval")):
+    for panel, key in zip(PANELS, ("train", "eval"), strict=True):
         d = gaps[key].copy()
         d.insert(0, "panel", panel)
         parts.append(d)
@@ -42,7 +42,7 @@ def fig_5(collection, out_dir, *, pair=None, beta: float = 0.99) -> FigureResult
     markers = {"residual_warmup_end": W, "lr_decay_start": decay}
     with style():
         fig, axes = new_figure(1, 2, width=4.8, height=3.4)
-        for ax, panel in zip(axes[0], PANELS):
+        for ax, panel in zip(axes[0], PANELS, strict=True):
             d = data[data["panel"] == panel]
             if len(d):
                 ax.plot(d["step"], d["gap"], color="C0", linewidth=1.2 if len(d) > 50 else 1.6,

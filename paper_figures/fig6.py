@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import matplotlib
 import numpy as np
 import pandas as pd
-import matplotlib
 
 from paper_figures._common import FigureResult, new_figure, save, style
 from study import prores
@@ -32,7 +32,7 @@ def fig_6(collection=None, out_dir=".", *, T: float = 1000, L: int = 12, steps: 
         fig, axes = new_figure(nrows, ncols, width=3.0, height=2.3, sharex=True, sharey=True)
         for ax in axes.flat[len(schedules):]:
             ax.set_visible(False)
-        for ax, s in zip(axes.flat, schedules):
+        for ax, s in zip(axes.flat, schedules, strict=False):  # the spare axes above are hidden
             d = data[data["schedule"] == s]
             for layer, g in d.groupby("layer"):
                 ax.plot(g["step"], g["alpha"], color=cmap((layer - 1) / max(L - 1, 1)), linewidth=1.0,

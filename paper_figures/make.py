@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from paper_figures._common import FigureResult, Skip, Skipped, TableResult, as_collection
+from paper_figures.claims import claims_table
 from paper_figures.curves import loss_curves, stability
 from paper_figures.fig1 import fig_1
 from paper_figures.fig2 import fig_2
@@ -33,6 +34,7 @@ TABLES = {
     "table4": (table_4, "OOD perplexity at 1.3B"),
     "table6": (table_6, "schedule ablation at 350M"),
     "table7": (table_7, "ClimbMix perplexity"),
+    "claims": (claims_table, "the paper's claims: ours Δ ± 95% CI over seeds and a verdict"),
 }
 ALL = {**FIGURES, **TABLES}
 _TABLE_OPTIONS = ("scales",)

@@ -12,7 +12,9 @@ How runs fill cells (the same rule everywhere):
   scales={'tiny': '130M'} to lay a CPU study out in the paper's tables;
 - which run: completed runs (a diverged run shows 'diverged'; running/failed/partial runs are ignored); among
   several candidates, runs of the table's preferred grid first, then the lowest perplexity (the paper reports
-  each method at its best searched LR). `n_candidates` says how many runs matched.
+  each method at its best searched LR). `n_candidates` says how many runs matched. Where the picked run has
+  seed siblings (runs equal to it but for train.seed) in Tables 2, 6 and 7, ours is their mean, shown as
+  'mean ± half-width (n=k)' with the 95% t interval over seeds.
 - ClimbMix: a run whose config mentions ClimbMix (data.*) or whose eval dataset does belongs to Table 7 only.
 """
 
@@ -26,13 +28,14 @@ import numpy as np
 import pandas as pd
 
 from paper_figures._common import TableResult
+from paper_figures.labels import SCALE_LABELS
 from study import analysis
 
 REFERENCE_DIR = Path(__file__).resolve().parent / "reference"
 REFERENCE_FILES = {"table2": "table2_c4_ppl.csv", "table3": "table3_zeroshot_1.3B.csv",
                    "table4": "table4_ood_ppl_1.3B.csv", "table6": "table6_schedule_ablation_350M.csv",
                    "table7": "table7_climbmix_ppl.csv"}
-DEFAULT_SCALES = {"130m": "130M", "350m": "350M", "1.3b": "1.3B"}
+DEFAULT_SCALES = {s: SCALE_LABELS[s] for s in ("130m", "350m", "1.3b")}  # the scales of the paper's tables
 EMPTY = "—"
 
 # Table 3 columns -> lm-eval task names (first found wins)
@@ -62,7 +65,7 @@ def reference(name: str) -> pd.DataFrame:
                 df[c] = num
             else:
                 df[c] = [v if v == "" or v == "diverged" or not np.isfinite(n) else float(n)
-                         for v, n in zip(df[c], num)]
+                         for v, n in zip(df[c], num, strict=True)]
                 df[c] = df[c].replace("", np.nan)
     return df
 
@@ -110,6 +113,23 @@ def _ours_ppl(row) -> tuple[float, str]:
     return float(v), f"{v:.2f}"
 
 
+def _seed_mean(row, cands: pd.DataFrame, value: float, text: str) -> tuple[float, str]:
+    """The picked run's value, or, when runs equal to it but for train.seed completed too, their mean shown as
+    'mean ± half-width (n=k)' (95% t interval of the mean over seeds)."""
+    if row is None or not isinstance(value, float) or not math.isfinite(value):
+        return value, text
+    done = cands[cands["state"] == "completed"]
+    keys = analysis.seed_group_keys(done)
+    own = keys[done["run_id"] == row["run_id"]]
+    if own.empty:
+        return value, text
+    group = pd.to_numeric(done.loc[keys == own.iloc[0], "final_eval_ppl"], errors="coerce")
+    stats = analysis.paired_interval(group)
+    if stats["n"] < 2:
+        return value, text
+    return stats["mean"], f"{stats['mean']:.2f} ± {stats['half_width']:.2f} (n={stats['n']})"
+
+
 def _diff(paper, ours) -> float:
     if isinstance(paper, (int, float)) and isinstance(ours, (int, float)) and math.isfinite(paper) \
             and math.isfinite(ours):
@@ -149,7 +169,7 @@ def _display(tidy: pd.DataFrame, row_keys: list[tuple[str, str]], columns: list[
     for key_vals, g in tidy.groupby(keys, sort=False, dropna=False):
         key_vals = key_vals if isinstance(key_vals, tuple) else (key_vals,)
         row = {}
-        for (k, header), v in zip(row_keys, key_vals):
+        for (k, header), v in zip(row_keys, key_vals, strict=True):
             if k == "prores":
                 v = "yes" if v else "no"
             elif isinstance(v, float):
@@ -230,7 +250,7 @@ def _ppl_table(name, stem, title, collection, out_dir, scales, climbmix: bool, p
         cands = runs[(runs["paper_method"] == r["method"]) & (runs["paper_scale"] == r["scale"])
                      & ((runs["schedule"] == "linear") == r["prores"])]
         row, n = _pick(cands, prefer_grid)
-        v, text = _ours_ppl(row)
+        v, text = _seed_mean(row, cands, *_ours_ppl(row))
         return v, text, None if row is None else row["run_id"], n, {}
 
     tidy = _fill(ref, ["method", "prores", "scale"], ["ppl"], find)
@@ -373,15 +393,15 @@ def table_6(collection, out_dir, *, scales: dict | None = None, prefer_grid: str
         else:
             cands = cands[pd.to_numeric(cands["W"], errors="coerce").isna()]
         row, n = _pick(cands, prefer_grid)
-        v, text = _ours_ppl(row)
+        v, text = _seed_mean(row, cands, *_ours_ppl(row))
         return v, text, None if row is None else row["run_id"], n, {}
 
     tidy = _fill(ref, ["schedule", "warmup_total_steps"], list(TABLE6_COLUMNS), find)
     display = _display(tidy, [("schedule", "Schedule"), ("warmup_total_steps", "W")], list(TABLE6_COLUMNS),
                        {"pre_ln": "Pre-LN", "post_ln": "Post-LN", "sandwich_ln": "Sandwich-LN"})
     notes = _common_notes(int(tidy["ours_text"].ne(EMPTY).sum()), len(tidy)) + [
-        f"W matched as steps, or as a fraction of training (paper: {TABLE6_STEPS} steps); 'diverged': ppl > 1000 or the run "
-        "diverged. The paper's DeepNorm (15.71) and LNS (14.63) baselines are in its text."]
+        f"W matched as steps, or as a fraction of training (paper: {TABLE6_STEPS} steps); 'diverged': ppl > 1000 "
+        "or the run diverged. The paper's DeepNorm (15.71) and LNS (14.63) baselines are in its text."]
     return _write("table6", "table6_schedule_ablation", tidy, display,
                   "Table 6: ProRes schedule and warmup length ablation at 350M", notes, out_dir, {})
 

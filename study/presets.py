@@ -66,6 +66,15 @@ PAPER_LR_EXCEPTIONS = {
     ("1.3b", "deepnorm"): 3e-4,
 }
 PAPER_LR_WARMUP_STEPS = 2000
+# The paper's init: every weight from a truncated N(0, 0.02²), "following OLMo 2". The paper gives no bounds;
+# OLMo 2's code (OLMo-core InitMethod.normal) truncates at ±3·std, so we do too. (The official ProRes code draws
+# untruncated normals; at ±3·std only 0.27% of draws are cut and the std shrinks by 1.3%.)
+TRUNC_NORMAL_BOUND = 3.0
+# Weight-decay groups of the official code (torchrun_main.py: no_decay = ["bias", "layernorm.weight",
+# "embed_tokens"]): embedding and per-layer norm gains undecayed; the final norm ("model.norm") and the head decayed.
+PAPER_DECAY_GROUPS = "official"
+# Model keys a recipe fills when the config leaves them unset (the optimizer keys come from the recipe functions).
+RECIPE_MODEL: dict[str, dict] = {"paper": {"init_truncation": TRUNC_NORMAL_BOUND}, "cpu": {}}
 # Post-LN and DeepNorm warm the learning rate up over 10% of training instead of 2000 steps.
 PAPER_LONG_LR_WARMUP_METHODS = ("post-ln", "deepnorm")
 PAPER_LONG_LR_WARMUP_FRACTION = 0.1
@@ -78,11 +87,13 @@ def _scale_family(scale: str | None) -> str | None:
 
 
 def paper_recipe(method: str | None, scale: str | None) -> dict:
-    """Optimizer settings of the paper for (method, scale): {'lr': ..., 'warmup_steps' | 'warmup_fraction': ...}.
+    """Optimizer settings of the paper for (method, scale): {'lr': ..., 'warmup_steps' | 'warmup_fraction': ...,
+    'decay_groups': 'official'}.
 
-    Returns only what the paper fixes; scales the paper did not train (CPU presets) get the warmup rule alone.
+    Returns only what the paper fixes; scales the paper did not train (CPU presets) get the warmup rule and the
+    decay groups alone. The model side of the recipe (truncated init) is RECIPE_MODEL['paper'].
     """
-    out: dict = {}
+    out: dict = {"decay_groups": PAPER_DECAY_GROUPS}
     family = _scale_family(scale)
     if family in PAPER_LR:
         out["lr"] = PAPER_LR_EXCEPTIONS.get((family, method), PAPER_LR[family])

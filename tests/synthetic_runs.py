@@ -123,7 +123,7 @@ def write_run(root, *, grid: str, method: str, scale: str, schedule: str = "none
                              "alpha": alpha if s % 10 == 0 else None, "time": 1.77e9 + float(s) * 0.1}))
     text = "\n".join(lines) + "\n"
     if truncate_metrics:
-        text = text + '{"step": %d, "loss": 3.1' % (last + 1)  # killed mid-write
+        text = text + f'{{"step": {last + 1}, "loss": 3.1'  # killed mid-write
     (run / "metrics.jsonl").write_text(text)
 
     # eval
@@ -204,7 +204,7 @@ def _lm_eval_json(scores: dict, step: int) -> dict:
             "groups": groups, "versions": {k: 1.0 for k in results}, "n-shot": {k: 0 for k in results}}
 
 
-def _paper(table: str) -> "list[dict]":
+def _paper(table: str) -> list[dict]:
     import csv
 
     ref = Path(__file__).resolve().parents[1] / "paper_figures" / "reference"

@@ -76,7 +76,8 @@ def test_nan_tail_is_ignored_and_empty_range_is_nan():
     x = np.full(1000, 1.0)
     x[500] = 4.0
     x[800:] = np.nan                  # a diverged tail
-    finite_in = int(np.isfinite(x[np.arange(1000)[(np.arange(1000) / 999 >= 0.1) & (np.arange(1000) / 999 <= 0.9)]]).sum())
+    frac = np.arange(1000) / 999
+    finite_in = int(np.isfinite(x[(frac >= 0.1) & (frac <= 0.9)]).sum())
     assert analysis.spike_score(x) == pytest.approx(1 / finite_in * 100)
     assert math.isnan(analysis.spike_score([1.0, 2.0], start=0.5, end=0.4))
     assert analysis.spike_score(pd.Series(x)) == analysis.spike_score(x)
@@ -170,10 +171,11 @@ def test_pair_runs_differ_only_in_prores():
     corrupt = {k: (np.nan if k.startswith("cfg.") else v) for k, v in _run("broken", "linear", 1e-3, T=100).items()}
     runs = pd.concat([runs, pd.DataFrame([corrupt])], ignore_index=True)
     pairs = analysis.pair_runs(runs)
-    got = set(zip(pairs["prores_run_id"], pairs["baseline_run_id"]))
+    got = set(zip(pairs["prores_run_id"], pairs["baseline_run_id"], strict=True))
     assert got == {("pro1", "base1"), ("pro1eq", "base1"), ("pro2run", "base2")}
     done = analysis.pair_runs(runs, states=("completed",))
-    assert set(zip(done["prores_run_id"], done["baseline_run_id"])) == {("pro1", "base1"), ("pro1eq", "base1")}
+    got = set(zip(done["prores_run_id"], done["baseline_run_id"], strict=True))
+    assert got == {("pro1", "base1"), ("pro1eq", "base1")}
     row = pairs.set_index("prores_run_id").loc["pro1"]
     assert row["schedule"] == "linear" and row["T"] == 100 and row["baseline_label"] == "lbl-base1"
 
@@ -182,7 +184,7 @@ def test_pair_runs_without_cfg_columns_uses_identity_columns():
     runs = pd.DataFrame([_run("b", "none", 1e-3, cfg=False), _run("p", "linear", 1e-3, T=5, cfg=False)])
     runs["lr"] = [1e-3, 1e-3]
     pairs = analysis.pair_runs(runs)
-    assert list(zip(pairs["prores_run_id"], pairs["baseline_run_id"])) == [("p", "b")]
+    assert list(zip(pairs["prores_run_id"], pairs["baseline_run_id"], strict=True)) == [("p", "b")]
     assert analysis.pair_runs(runs.iloc[:0]).empty
 
 
@@ -250,3 +252,17 @@ def test_open_results_collects_or_loads(tmp_path):
     assert isinstance(col, Collection) and col.runs.empty
     col.save(tmp_path / "saved.parquet")
     assert isinstance(analysis.open_results(tmp_path / "saved.parquet"), Collection)
+
+
+def test_split_modules_stay_reachable_through_study_analysis():
+    """study.series / study.stats / study.notebooks were split out of study.analysis; importers keep its address."""
+    from study import notebooks, series, stats
+
+    moved = {series: ["spike_score", "spike_mask", "auto_window", "ema", "loss_gap", "eval_loss_gap", "run_loss_gap",
+                      "lr_decay_start"],
+             stats: ["SEED_COLUMN", "VERDICTS", "t_cdf", "t_quantile", "paired_interval", "verdict", "format_interval",
+                     "seed_group_keys", "seed_summary", "paired_by_seed"],
+             notebooks: ["run_notebook", "inject_parameters"]}
+    for mod, names in moved.items():
+        for name in names:
+            assert name in analysis.__all__ and getattr(analysis, name) is getattr(mod, name), name

@@ -53,7 +53,7 @@ def test_every_figure_made_or_skipped_with_reason(any_made):
     assert set(report.made) | set(report.skipped) == set(pf.ALL)
     assert all(isinstance(r, str) and len(r) > 10 for r in report.skipped.values())
     assert "fig6" in report.made and set(TABLE_NAMES) <= set(report.made)   # need no runs
-    for name, files in report.made.items():
+    for _name, files in report.made.items():
         for f in files:
             assert f.exists() and f.stat().st_size > (500 if f.suffix in (".png", ".pdf") else 100), f
             head = f.read_bytes()[:8]
@@ -77,7 +77,7 @@ def test_plotted_data_matches_the_collection(any_made):
             assert runs.loc[row.run_id, "n_layers"] == row.n_layers
     if "fig3" in r:
         d = r["fig3"].data
-        for panel, g in d.groupby("panel"):
+        for _panel, g in d.groupby("panel"):
             assert len(g) == g["step"].nunique() * g["layer"].nunique()   # a full step × layer grid
     if "loss_curves" in r:
         with_metrics = set(col.metrics["run_id"].astype(str).unique())
@@ -129,7 +129,7 @@ def test_fig3_heatmaps_steps_by_layers(made):
     d = res.data
     assert list(d["panel"].unique()) == ["without ProRes", "with ProRes"]
     n_steps = STEPS // PROBE_EVERY + 1
-    for panel, g in d.groupby("panel"):
+    for _panel, g in d.groupby("panel"):
         grid = g.pivot(index="step", columns="layer", values="act_norm")
         assert grid.shape == (n_steps, 24)        # probe steps × layers of the 1.3B pair
     runs = col.runs.set_index("run_id")
@@ -145,7 +145,7 @@ def test_fig4_branch_similarity(made):
     col, man, report, _ = made
     d = report.results["fig4"].data
     early = [s for s in range(0, STEPS + 1, PROBE_EVERY) if s <= 0.1 * STEPS]
-    for panel, g in d.groupby("panel"):
+    for _panel, g in d.groupby("panel"):
         assert sorted(g["step"].unique()) == early
         assert g.pivot(index="step", columns="layer", values="cosine").shape == (len(early), 24)
     assert d["cosine"].between(-1.0001, 1.0001).all()

@@ -17,13 +17,16 @@ def register(sub) -> None:
     p.add_argument("results", help="results root, or a saved collection folder (e.g. ROOT/collected.parquet)")
     p.add_argument("--out", default=None, help="output folder (default: figures/ beside the results)")
     p.add_argument("--only", default=None, metavar="NAME,...",
-                   help="only these (fig1..fig6, loss_curves, stability, table2, table3, table4, table6, table7)")
+                   help="only these (fig1..fig6, loss_curves, stability, table2, table3, table4, table6, table7, "
+                        "claims)")
     p.add_argument("--scale-map", default=None, metavar="OURS=PAPER,...",
                    help="lay our scale presets out in the paper's table columns, e.g. tiny=130M,small=350M")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
+    from study.extras import require_extra
+    require_extra("figures", "study figures")
     import paper_figures
     from paper_figures.tables import parse_scale_map
     from study.analysis import open_results

@@ -7,7 +7,10 @@ store and draws every figure and table the runs allow. Prints a results table an
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
+
+log = logging.getLogger(__name__)
 
 DEFAULT_GRID = Path("grids/cpu/quickstart.yaml")
 
@@ -23,12 +26,15 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
+    from study.extras import require_extra
+    require_extra("eval", "study quickstart")  # fail before training, not after
+    require_extra("figures", "study quickstart")
     import paper_figures
     from study.collect import collect
-    from study.errors import StudyError
-    from study.evaluate.run import evaluate_run
     from study.commands.run import run_cells
     from study.commands.train import EXIT_INTERRUPTED
+    from study.errors import StudyError
+    from study.evaluate.run import evaluate_run
     from study.grid import load_grid
 
     grid_path = Path(args.grid)
@@ -36,19 +42,19 @@ def run(args) -> int:
         raise StudyError(f"{grid_path} not found: run the quickstart from the repository root, or pass --grid")
     grid = load_grid(grid_path)
     root = Path(args.out)
-    print(f"== training {len(grid.all_cells)} cells of {grid.name} into {root / grid.name}/", flush=True)
+    log.info("training %d cells of %s into %s/", len(grid.all_cells), grid.name, root / grid.name)
     summary = run_cells(grid.all_cells, root)
     if summary["interrupted"]:
         return EXIT_INTERRUPTED
     finished = [cell.run_dir(root) for cell in grid.all_cells if cell.status(root).get("state") == "completed"]
 
-    print(f"== lm-eval ({args.tasks}) on {len(finished)} runs", flush=True)
+    log.info("lm-eval (%s, %d examples per task) on %d runs", args.tasks, args.limit, len(finished))
     for run_dir in finished:
         if (Path(run_dir) / "lm_eval.json").exists():
             continue
         evaluate_run(run_dir, tasks=args.tasks, limit=args.limit, ppl=False, allow_hub=False)
 
-    print("== collecting and drawing", flush=True)
+    log.info("collecting and drawing")
     col = collect(root / grid.name)
     col.save(root / grid.name / "collected.parquet")
     figures = root / grid.name / "figures"
@@ -57,6 +63,10 @@ def run(args) -> int:
     print()
     print(_results_table(col))
     print(f"\nfigures and tables: {figures}/ (index.md lists them)")
+    from paper_figures.claims import verdict_lines
+    lines = verdict_lines(col)
+    if lines:  # the answer in words: ours with its spread over seeds, next to the paper's number
+        print("\n" + "\n".join(lines))
     return 1 if report.failed else 0
 
 

@@ -3,13 +3,18 @@
 | init         | every linear (head included)     | o_proj, down_proj of layer l (1-based)  |
 |--------------|----------------------------------|-----------------------------------------|
 | normal       | N(0, std)                        | same                                    |
-| trunc-normal | N(0, std) truncated at ±3·std    | same  (OLMo 2; embedding truncated too) |
+| trunc-normal | = normal with init_truncation 3 (config resolution rewrites it so)                       |
 | scaled       | N(0, std)                        | N(0, std/sqrt(2L))        (Megatron)    |
 | ds-init      | N(0, std)                        | N(0, std/sqrt(2l))        (open_lm)     |
 | deepnorm     | head N(0, std); in layers Xavier normal, gain b = (8L)^(-1/4) on v, o, gate, up, down and |
 |              | gain 1 on q, k (also with ProRes on: the official code skipped it then, a defect)         |
 
 Embedding: 'fixed' N(0, std) (paper), 'sqrt-d' N(0, std·sqrt(d_model)) (official code).
+Truncation: with cfg.init_truncation = k every draw above (embedding, linears, head, the scaled and ds-init output
+projections, DeepNorm's Xavier draws) is truncated at ±k·(its own std): a method keeps its scaling and only the
+distribution's tails change. The paper draws from a truncated normal "following OLMo 2"; OLMo 2 (OLMo-core
+InitMethod.normal) cuts at ±3·std, which `recipe: paper` sets. torch's trunc_normal_ keeps the std parameter of
+the untruncated normal, so the realised std is 0.98658·std at k = 3 (0.8796 at k = 2), as in OLMo-core.
 Norm gains: 1, except the input norms of lns-gain, initialised to 1/sqrt(l) (RMSNorm.init_gain).
 Every draw uses the torch default RNG in module order, so a seed fixes the weights.
 """
@@ -39,11 +44,24 @@ def embed_std(cfg) -> float:
     return cfg.init_std * (math.sqrt(cfg.d_model) if cfg.embed_std_rule == "sqrt-d" else 1.0)
 
 
-def _normal(weight: torch.Tensor, std: float, truncated: bool) -> None:
-    if truncated:
-        nn.init.trunc_normal_(weight, mean=0.0, std=std, a=-3 * std, b=3 * std)
+def truncation(cfg) -> float | None:
+    """Truncation bound in multiples of std (None: untruncated); the legacy init name 'trunc-normal' means 3."""
+    if cfg.init_truncation is not None:
+        return cfg.init_truncation
+    return 3.0 if cfg.init == "trunc-normal" else None
+
+
+def _normal(weight: torch.Tensor, std: float, k: float | None) -> None:
+    if k is not None:
+        nn.init.trunc_normal_(weight, mean=0.0, std=std, a=-k * std, b=k * std)
     else:
         nn.init.normal_(weight, mean=0.0, std=std)
+
+
+def _xavier(weight: torch.Tensor, gain: float, k: float | None) -> None:
+    """Xavier normal (std = gain·sqrt(2 / (fan_in + fan_out))), truncated at ±k·std when k is given."""
+    fan_out, fan_in = weight.shape
+    _normal(weight, gain * math.sqrt(2.0 / (fan_in + fan_out)), k)
 
 
 def linear_std(cfg, name: str, layer: int) -> float:
@@ -58,20 +76,20 @@ def linear_std(cfg, name: str, layer: int) -> float:
 @torch.no_grad()
 def init_weights(model: nn.Module, cfg) -> None:
     check_init(cfg.init)
-    truncated = cfg.init == "trunc-normal"
+    k = truncation(cfg)
     deepnorm_gain = (8.0 * cfg.n_layers) ** -0.25
-    _normal(model.embed.weight, embed_std(cfg), truncated)
+    _normal(model.embed.weight, embed_std(cfg), k)
     for block in model.layers:
         for name, module in block.named_modules():
             if isinstance(module, nn.Linear):
                 short = name.rsplit(".", 1)[-1]
                 if cfg.init == "deepnorm":
-                    nn.init.xavier_normal_(module.weight, gain=deepnorm_gain if short in _XAVIER_GAIN_B else 1.0)
+                    _xavier(module.weight, deepnorm_gain if short in _XAVIER_GAIN_B else 1.0, k)
                 else:
-                    _normal(module.weight, linear_std(cfg, short, block.layer), truncated)
+                    _normal(module.weight, linear_std(cfg, short, block.layer), k)
             elif isinstance(module, RMSNorm):
                 module.weight.fill_(module.init_gain)
             elif isinstance(module, Residual):
                 module.alpha.fill_(1.0)
     model.norm.weight.fill_(1.0)
-    _normal(model.head.weight, cfg.init_std, truncated)
+    _normal(model.head.weight, cfg.init_std, k)
