@@ -33,3 +33,7 @@ class CheckpointError(StudyError):
 
 class DataError(StudyError):
     """A data source or tokenizer cannot be loaded (missing file, no network for a hub dataset, ...)."""
+
+
+class StorageError(StudyError):
+    """The filesystem refused a write (full, read-only, quota, permissions): which path, and what to do."""

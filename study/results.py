@@ -8,8 +8,8 @@ that a reader would trust.
 
 from __future__ import annotations
 
-import datetime as _dt
 import json
+import logging
 import math
 import os
 import platform
@@ -18,17 +18,35 @@ import socket
 import subprocess
 import sys
 from dataclasses import dataclass
+from enum import Enum
 from pathlib import Path
 
 from study import config as config_mod
+from study.fsutil import atomic_write_json, atomic_write_text
+from study.timeutil import now
 
-STATES = ("pending", "queued", "running", "completed", "diverged", "failed", "interrupted")
-FINAL_STATES = ("completed", "diverged")  # a result: never rerun
+
+class RunStatus(str, Enum):
+    """The state a run's status.json records (str-valued: the JSON holds the same strings as ever).
+
+    study.status explains each; RunDir.write_status is the one writer of status.json.
+    """
+
+    PENDING = "pending"
+    QUEUED = "queued"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    DIVERGED = "diverged"
+    FAILED = "failed"
+    INTERRUPTED = "interrupted"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+STATES = tuple(s.value for s in RunStatus)
+FINAL_STATES = (RunStatus.COMPLETED.value, RunStatus.DIVERGED.value)  # a result: never rerun
 _UNSAFE = re.compile(r"[^A-Za-z0-9._=+-]+")
-
-
-def now() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
 
 def _label(value) -> str:
@@ -77,10 +95,8 @@ def _clean(value):
 
 
 def write_json_atomic(path: Path, data) -> None:
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(_clean(data), indent=1, default=_json_default) + "\n")
-    os.replace(tmp, path)
+    """`data` as JSON (NaN/inf as strings, numpy/torch scalars as numbers), written atomically (study.fsutil)."""
+    atomic_write_json(path, _clean(data), indent=1, default=_json_default)
 
 
 def read_json(path: Path, default=None):
@@ -91,21 +107,31 @@ def read_json(path: Path, default=None):
 
 
 def read_jsonl(path: Path) -> list[dict]:
-    """Rows of a JSONL file; a torn last line (process killed mid-append) is skipped."""
+    """Rows of a JSONL file; a torn last line (process killed mid-append) is skipped, and so is a line that is
+    not a JSON object (with a warning naming the file and line)."""
     rows = []
     try:
-        with open(path) as fh:
-            for line in fh:
+        with open(path, errors="replace") as fh:
+            for number, line in enumerate(fh, 1):
                 line = line.strip()
                 if not line:
                     continue
                 try:
-                    rows.append(json.loads(line))
+                    row = json.loads(line)
                 except json.JSONDecodeError:
                     continue
+                if not isinstance(row, dict):
+                    logging.getLogger(__name__).warning("%s line %d is not a JSON object; skipped", path, number)
+                    continue
+                rows.append(row)
     except FileNotFoundError:
         pass
     return rows
+
+
+def _step_of(row: dict):
+    step = row.get("step", 0)
+    return step if isinstance(step, (int, float)) and not isinstance(step, bool) else None
 
 
 def _git(*args) -> str | None:
@@ -151,7 +177,7 @@ class RunDir:
         self.path = Path(self.path)
 
     @classmethod
-    def for_config(cls, cfg, root, axes: dict | None = None) -> "RunDir":
+    def for_config(cls, cfg, root, axes: dict | None = None) -> RunDir:
         return cls(Path(root) / cfg.grid / run_name(cfg, axes))
 
     # ---- files -------------------------------------------------------------------------------------
@@ -170,9 +196,7 @@ class RunDir:
 
     def write_config(self, cfg) -> None:
         self.path.mkdir(parents=True, exist_ok=True)
-        tmp = self.path / f".config.yaml.tmp-{os.getpid()}"
-        tmp.write_text(config_mod.dump_yaml(cfg))
-        os.replace(tmp, self.path / "config.yaml")
+        atomic_write_text(self.path / "config.yaml", config_mod.dump_yaml(cfg))
 
     def read_run(self) -> dict:
         return read_json(self.path / "run.json", {}) or {}
@@ -184,18 +208,38 @@ class RunDir:
     def read_status(self) -> dict:
         return read_json(self.path / "status.json", {}) or {}
 
-    def write_status(self, state: str, step: int | None = None, **fields) -> dict:
-        if state not in STATES:
-            raise ValueError(f"unknown state {state!r}")
+    def write_status(self, state: RunStatus | str, step: int | None = None, **fields) -> dict:
+        """The one writer of status.json: merge `fields` into what it holds, set state, step and the time."""
+        try:
+            state = RunStatus(state)
+        except ValueError:
+            raise ValueError(f"unknown state {state!r}") from None
         status = self.read_status()
         status.update(fields)
-        status.update(state=state, updated=now())
+        status.update(state=state.value, updated=now())
         if step is not None:
             status["step"] = step
         status.setdefault("error", None)
         self.path.mkdir(parents=True, exist_ok=True)
         write_json_atomic(self.path / "status.json", status)
         return status
+
+    def record_job(self, job_id: str, cluster: str, *, submitted: str | None = None) -> dict | None:
+        """Record the job that will train this run, keeping a richer state than 'queued' (never a result's).
+
+        Called by `study submit` once the scheduler answered (with `submitted`, the time) and by the job itself
+        when it starts, in case it started before submit wrote (then an already recorded job is left alone).
+        Returns the new status, or None when nothing was written.
+        """
+        status = self.read_status()
+        state = status.get("state")
+        if state in FINAL_STATES:
+            return None
+        if submitted is None and status.get("job_id") == job_id and status.get("job_cluster") == cluster:
+            return None
+        queued = state in (None, RunStatus.PENDING, RunStatus.QUEUED)
+        extra = {} if submitted is None else {"submitted": submitted}
+        return self.write_status(RunStatus.QUEUED if queued else state, job_id=job_id, job_cluster=cluster, **extra)
 
     @property
     def state(self) -> str | None:
@@ -216,7 +260,5 @@ class RunDir:
         path = self.path / name
         if not path.exists():
             return
-        rows = [r for r in read_jsonl(path) if r.get("step", 0) <= max_step]
-        tmp = path.with_name(f".{name}.tmp-{os.getpid()}")
-        tmp.write_text("".join(json.dumps(r, default=_json_default) + "\n" for r in rows))
-        os.replace(tmp, path)
+        rows = [r for r in read_jsonl(path) if _step_of(r) is not None and _step_of(r) <= max_step]
+        atomic_write_text(path, "".join(json.dumps(r, default=_json_default) + "\n" for r in rows))

@@ -4,12 +4,16 @@ Pure reading (no torch, no submitit at import). The states are those of study.re
 
     pending      no run directory / no status yet (never submitted, or submitted before any job recorded it)
     queued       a job is recorded and the scheduler says it waits (PENDING, REQUEUED, ...)
-    running      the trainer says so and (where the scheduler can be asked) its job is alive
+    running      the trainer says so, its owner (study.lease) is alive and (where the scheduler can be asked) its
+                 job is alive
     completed    finished; a result, never rerun
     diverged     NaN/inf or loss above threshold, with its step; a result, never rerun
-    failed       the trainer recorded an exception, or the recorded job ended (FAILED, CANCELLED, TIMEOUT,
-                 OUT_OF_MEMORY, NODE_FAIL, ...) while the run still said pending/queued/running
-    interrupted  stopped by SIGTERM/SIGUSR2 with a checkpoint; resumes when run again
+    failed       the trainer recorded an error (an exception, a full disk, ...): resubmitted only with
+                 --rerun-failed
+    interrupted  stopped by SIGTERM/SIGUSR2/Ctrl-C with a checkpoint, or its owner is gone without recording an
+                 error (SIGKILL, OOM kill, node failure: the lease went stale, or the recorded job ended while
+                 the run said 'running'); resumes from its latest checkpoint when run or submitted again
+    A recorded job that ended while the run still said pending/queued (cancelled in the queue) reads 'pending'.
 
 `read_run_state(run_dir)` reads the files; `job_states(job_ids, cluster)` asks the scheduler (sacct, squeue as a
 fallback; for the local executor whether the controller process lives); `effective_state` combines the two;
@@ -26,7 +30,9 @@ import shutil
 import subprocess
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any, Protocol
 
+from study import lease as lease_mod
 from study.results import FINAL_STATES, STATES, read_json
 
 # SLURM job states (sacct/squeue) -> what they mean for a run.
@@ -48,8 +54,9 @@ class RunState:
     run_dir: str
     state: str
     recorded: str | None = None
-    step: int | None = None
+    step: int | None = None  # the last logged step (metrics.jsonl), else status.json's
     steps: int | None = None  # the run's planned total (config.yaml), when known
+    checkpoint_step: int | None = None  # the last checkpoint's step: where a resumed run restarts
     loss: float | None = None
     job_id: str | None = None
     job_cluster: str | None = None
@@ -57,6 +64,7 @@ class RunState:
     error: str | None = None
     diverged_step: int | None = None
     updated: str | None = None
+    owner: str | None = None  # the live owner of a running run (host, pid, SLURM job, heartbeat)
     run_id: str | None = None
     axes: dict = field(default_factory=dict)
 
@@ -122,15 +130,23 @@ def read_run_state(run_dir: str | Path) -> RunState:
     recorded = status.get("state")
     state = recorded if recorded in STATES else "pending"
     last = last_jsonl_row(run_dir / "metrics.jsonl")
-    step = status.get("step")
-    if step is None and last is not None:
-        step = last.get("step")
+    step = last.get("step") if last is not None and isinstance(last.get("step"), int) else status.get("step")
     job = status.get("job_id")
+    error, owner = status.get("error"), None
+    if recorded == "running":  # is anyone still training it? (SIGKILL, OOM and node failures write nothing)
+        lease = lease_mod.read(run_dir)
+        gone = lease_mod.owner_gone(lease)
+        if gone is None:
+            owner = lease_mod.describe(lease)
+        else:
+            state, error = "interrupted", f"owner gone ({gone}); resumes from its last checkpoint"
+    ckpt = status.get("checkpoint_step")
     return RunState(
         run_name=run_dir.name, run_dir=str(run_dir), state=state, recorded=recorded, step=step,
-        steps=_planned_steps(run_dir), loss=_as_float(last.get("loss")) if last else None,
+        steps=_planned_steps(run_dir), checkpoint_step=ckpt if isinstance(ckpt, int) else None,
+        loss=_as_float(last.get("loss")) if last else None,
         job_id=str(job) if job not in (None, "") else None, job_cluster=status.get("job_cluster"),
-        error=status.get("error"), diverged_step=status.get("diverged_step"), updated=status.get("updated"),
+        error=error, diverged_step=status.get("diverged_step"), updated=status.get("updated"), owner=owner,
     )
 
 
@@ -235,7 +251,9 @@ def effective_state(recorded: str | None, job_state: str | None) -> tuple[str, s
 
     Final results (completed, diverged) stand whatever the scheduler says. A live job makes the run queued or
     running (also over 'interrupted' or 'failed': it was resubmitted). A job that ended while the run still said
-    pending/queued/running means the run died without recording it: failed.
+    running means its trainer died without recording an error (OOM kill, node failure, scancel): interrupted,
+    resumed by the next submit; one that ended while the run said pending/queued never started it: pending.
+    Only errors the trainer recorded itself read 'failed'.
     """
     state = recorded if recorded in STATES else "pending"
     if state in FINAL_STATES or not job_state or job_state == UNKNOWN:
@@ -246,17 +264,21 @@ def effective_state(recorded: str | None, job_state: str | None) -> tuple[str, s
         return ("running" if state in ("running", "queued", "pending", "interrupted", "failed") else state), None
     if s in SLURM_LIVE_QUEUED:
         return "queued", None
-    if state in ("pending", "queued", "running"):
-        if s in SLURM_DEAD_FAILED or s in SLURM_DEAD_OK or s == LOCAL_GONE:
-            return "failed", f"job ended ({s}) while the run was recorded '{state}'"
+    if state in ("pending", "queued", "running") and (s in SLURM_DEAD_FAILED or s in SLURM_DEAD_OK
+                                                      or s == LOCAL_GONE):
+        if recorded == "running":
+            return "interrupted", f"job ended ({s}) without the trainer recording an error; resumes"
+        return "pending", f"job ended ({s}) before the run started"
     return state, None
 
 
 def refine(run: RunState, job_state: str | None) -> RunState:
     run.job_state = job_state
+    if not job_state or job_state == UNKNOWN:
+        return run  # the files and the owner's lease (read_run_state) say all there is
     state, error = effective_state(run.recorded, job_state)
     run.state = state
-    if error and not run.error:
+    if error:
         run.error = error
     return run
 
@@ -264,16 +286,37 @@ def refine(run: RunState, job_state: str | None) -> RunState:
 # ---------------------------------------------------------------------------------------------------
 # Grids
 # ---------------------------------------------------------------------------------------------------
-def cell_run_dir(cell, root) -> Path:
-    if hasattr(cell, "run_dir"):
-        return Path(cell.run_dir(root))
-    return Path(root) / cell.config.grid / cell.run_name
+class CellLike(Protocol):
+    """What status and dispatch need of a grid cell (study.grid.Cell is one): its identity, config and folder."""
+
+    run_id: str
+    run_name: str
+    axes: dict
+    config: Any  # the resolved study.config.RunConfig
+
+    @property
+    def config_dict(self) -> dict: ...
+
+    def run_dir(self, root) -> Path: ...
 
 
-def grid_status(grid, root, *, cells=None, where=(), only=(), scheduler: bool = True) -> list[RunState]:
+class GridLike(Protocol):
+    """What status and dispatch need of a grid (study.grid.Grid is one): its name and cell selection."""
+
+    name: str
+
+    def select(self, where=(), only=()) -> list[CellLike]: ...
+
+
+def cell_run_dir(cell: CellLike, root) -> Path:
+    return Path(cell.run_dir(root))
+
+
+def grid_status(grid: GridLike | None, root, *, cells: list[CellLike] | None = None, where=(), only=(),
+                scheduler: bool = True) -> list[RunState]:
     """RunState of each selected cell of `grid` (a study.grid.Grid), refined by the scheduler where possible."""
     if cells is None:
-        cells = grid.select(where, only) if hasattr(grid, "select") else grid.cells(where=list(where))
+        cells = grid.select(where, only)
     runs = []
     for cell in cells:
         run = read_run_state(cell_run_dir(cell, root))
@@ -302,10 +345,11 @@ def summary_line(runs: list[RunState]) -> str:
 
 
 def format_table(runs: list[RunState]) -> str:
-    header = ("RUN", "STATE", "STEP", "LOSS", "JOB", "NOTE")
+    header = ("RUN", "STATE", "STEP", "CKPT", "LOSS", "JOB", "NOTE")
     rows = []
     for r in runs:
         step = "-" if r.step is None else (f"{r.step}/{r.steps}" if r.steps else str(r.step))
+        ckpt = "-" if r.checkpoint_step is None else str(r.checkpoint_step)
         loss = "-" if r.loss is None else f"{r.loss:.4f}"
         job = r.job_id or "-"
         if r.job_state and r.job_cluster == "local":
@@ -315,9 +359,15 @@ def format_table(runs: list[RunState]) -> str:
         note = ""
         if r.state == "diverged" and r.diverged_step is not None:
             note = f"diverged at step {r.diverged_step}"
-        elif r.state in ("failed", "interrupted") and r.error:
-            note = str(r.error).splitlines()[0][:80]
-        rows.append((r.run_name, r.state, step, loss, job, note))
-    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)] if rows else [len(h) for h in header]
-    lines = ["  ".join(str(v).ljust(w) for v, w in zip(row, widths)).rstrip() for row in (header, *rows)]
+        elif r.state in ("failed", "interrupted", "pending") and r.error:
+            note = str(r.error).splitlines()[0][:100]
+        elif r.state == "running" and r.owner:
+            note = r.owner
+        rows.append((r.run_name, r.state, step, ckpt, loss, job, note))
+    if rows:
+        widths = [max(len(str(x)) for x in col) for col in zip(header, *rows, strict=True)]
+    else:
+        widths = [len(h) for h in header]
+    lines = ["  ".join(str(v).ljust(w) for v, w in zip(row, widths, strict=True)).rstrip()
+             for row in (header, *rows)]
     return "\n".join(lines)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import time
 from pathlib import Path
 
@@ -17,6 +18,7 @@ import torch
 import yaml
 
 from study import launch, status
+from study import lease as study_lease
 from study.cli import main
 from study.errors import ConfigError
 from study.grid import load_grid
@@ -185,7 +187,8 @@ LRS = (1e-3, 1.5e-3, 2e-3, 2.5e-3, 3e-3, 3.5e-3, 4e-3, 4.5e-3, 5e-3)
 @pytest.fixture
 def fake_grid(tmp_path, cache_dir, monkeypatch):
     """Nine cells whose run directories say: none, completed, diverged, failed, interrupted, running with a live
-    job, running whose job FAILED, queued (array task pending), running with no job id."""
+    job, running whose job FAILED (died without recording an error), queued (array task pending), running with
+    no job id but a live owner (study run in another terminal)."""
     path = grid_file(tmp_path, cache_dir, name="sel", lrs=LRS)
     grid = load_grid(path)
     root = tmp_path / "results"
@@ -199,6 +202,10 @@ def fake_grid(tmp_path, cache_dir, monkeypatch):
     write_status(dirs[6], state="running", step=4, job_id="102_0", job_cluster="slurm")
     write_status(dirs[7], state="queued", job_id="103_1", job_cluster="slurm")
     write_status(dirs[8], state="running", step=2)
+    for d in (dirs[5], dirs[8]):  # their trainers hold the run's lease (this test process stands in for them)
+        (d / "owner.json").write_text(json.dumps({
+            "token": "t", "host": socket.gethostname(), "pid": os.getpid(),
+            "pid_start": study_lease._proc_start(os.getpid()), "heartbeat": time.time()}))
     (dirs[1] / "metrics.jsonl").write_text('{"step": 10, "loss": 5.5}\n{"step": 20, "loss": 4.25}\n{"st')
     fake = {"101": "RUNNING", "102_0": "FAILED", "103_1": "PENDING"}
     asked = []
@@ -217,37 +224,40 @@ def test_selection_logic(fake_grid):
     assert asked == [["101", "102_0", "103_1"]]
     got = {d.cell.run_id: (d.run.state, d.submit) for d in decisions}
     expect = [("pending", True), ("completed", False), ("diverged", False), ("failed", False),
-              ("interrupted", True), ("running", False), ("failed", False), ("queued", False), ("running", False)]
+              ("interrupted", True), ("running", False), ("interrupted", True), ("queued", False),
+              ("running", False)]
     assert [got[c.run_id] for c in cells] == expect
     by = {d.cell.run_id: d for d in decisions}
     assert "job 101" in by[cells[5].run_id].reason and "--rerun-failed" in by[cells[3].run_id].reason
     assert "FAILED" in by[cells[6].run_id].run.error
+    assert "without the trainer recording" in by[cells[6].run_id].run.error
+    assert f"pid {os.getpid()}" in by[cells[8].run_id].reason  # its live owner
     rerun = launch.plan_cells(cells, root, grid=grid, rerun_failed=True)
-    assert [d.submit for d in rerun] == [True, False, False, True, True, False, True, False, True]
+    assert [d.submit for d in rerun] == [True, False, False, True, True, False, True, False, False]
 
 
 def test_submit_dry_run_and_status_on_fake_runs(fake_grid, capsys):
     path, grid, root, cells, _ = fake_grid
     assert main(["submit", str(path), "--cluster", "slurm", "--dry-run", "--out", str(root)]) == 0
     out = capsys.readouterr().out
-    assert "9 cells selected, 2 to submit, 7 skipped" in out
+    assert "9 cells selected, 3 to submit, 6 skipped" in out
     assert main(["status", str(path), "--out", str(root)]) == 0
     out = capsys.readouterr().out
     lines = {ln.split()[0]: ln for ln in out.splitlines()[1:-1]}
     assert " completed " in lines[cells[1].run_name] and "4.2500" in lines[cells[1].run_name]
     assert "20/20" in lines[cells[1].run_name]
-    assert "102_0 (FAILED)" in lines[cells[6].run_name] and " failed " in lines[cells[6].run_name]
+    assert "102_0 (FAILED)" in lines[cells[6].run_name] and " interrupted " in lines[cells[6].run_name]
     assert "103_1 (PENDING)" in lines[cells[7].run_name] and " queued " in lines[cells[7].run_name]
-    assert out.splitlines()[-1] == ("9 runs: 1 pending, 1 queued, 2 running, 1 completed, 1 diverged, 2 failed, "
-                                    "1 interrupted")
+    assert out.splitlines()[-1] == ("9 runs: 1 pending, 1 queued, 2 running, 1 completed, 1 diverged, 1 failed, "
+                                    "2 interrupted")
     assert main(["status", str(path), "--out", str(root), "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
-    assert data["summary"]["failed"] == 2 and len(data["runs"]) == 9
+    assert data["summary"]["failed"] == 1 and len(data["runs"]) == 9
     row = next(r for r in data["runs"] if r["run_id"] == cells[1].run_id)
     assert row["state"] == "completed" and row["loss"] == 4.25 and row["step"] == 20
     assert main(["status", str(path), "--out", str(root), "--no-scheduler", "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
-    assert [r["state"] for r in data["runs"]].count("running") == 3  # as recorded
+    assert [r["state"] for r in data["runs"]].count("running") == 2  # recorded, and their owners are alive
 
 
 def test_effective_state_table():
@@ -259,12 +269,15 @@ def test_effective_state_table():
     assert eff("interrupted", "PENDING") == ("queued", None)  # requeued
     assert eff("interrupted", "REQUEUED") == ("queued", None)
     assert eff("failed", "PENDING") == ("queued", None)  # resubmitted
+    # A job that ended without the trainer recording an error is resumed by a plain submit, never 'failed'.
     for dead in ("FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL"):
-        assert eff("running", dead)[0] == "failed"
+        assert eff("running", dead)[0] == "interrupted"
         assert dead in eff("running", dead)[1]
+        assert eff("queued", dead)[0] == "pending"  # cancelled while still queued: never started
+    assert eff("failed", "FAILED") == ("failed", None)  # the trainer recorded it
     assert eff("interrupted", "CANCELLED") == ("interrupted", None)
     assert eff("running", None) == ("running", None) and eff(None, None) == ("pending", None)
-    assert eff("running", status.LOCAL_GONE)[0] == "failed"
+    assert eff("running", status.LOCAL_GONE)[0] == "interrupted"
     assert status._expand_ids("7_[0-2,5%2]") == ["7_0", "7_1", "7_2", "7_5"]
     assert status._expand_ids("7_3") == ["7_3"]
 
@@ -414,6 +427,6 @@ def test_local_executor_two_gloo_processes_match_one_process(tmp_path, cache_dir
     ref = run_reference(cell.config, tmp_path / "ref", threads=1)
     multi, single = losses(run_dir), losses(Path(ref.run_dir))
     assert [s for s, _ in multi] == [s for s, _ in single] == list(range(1, steps + 1))
-    rel = [abs(a - b) / abs(b) for (_, a), (_, b) in zip(multi, single)]
+    rel = [abs(a - b) / abs(b) for (_, a), (_, b) in zip(multi, single, strict=True)]
     print(f"2-process vs 1-process loss: max relative difference {max(rel):.2e} over {steps} steps")
     assert max(rel) < MP_RTOL, rel

@@ -1,39 +1,120 @@
 """Atomic, verifiable checkpoints.
 
 checkpoints/step_XXXXXXX/ holds model.pt (weights and the ProRes alpha buffers), optim.pt (AdamW and LR
-scheduler), trainer.pt (RNG states, data-stream positions), state.json (step, tokens, alphas, in plain text) and
-MANIFEST.json (size and sha256 of every file). It is written into a temporary folder and renamed into place, so
-a checkpoint folder either is complete or does not exist; the manifest catches what happens to it afterwards
-(a truncated copy, a bad disk). Loading walks from the newest checkpoint back to the first that verifies.
+scheduler), trainer.pt + trainer.json (RNG states and data-stream positions: the tensors, and everything else as
+JSON), state.json (step, tokens, alphas, run id, in plain text) and MANIFEST.json (size and sha256 of every file).
+It is written into a temporary folder and renamed into place, so a checkpoint folder either is complete or
+does not exist; the manifest catches what happens to it afterwards (a truncated copy, a bad disk). Loading
+walks from the newest checkpoint back to the first that verifies. Temporary folders of a save that was killed
+or hit a full disk are removed when the next save fails or the next run starts (reclaim_temporary).
+Every .pt file is read with torch.load(weights_only=True): tensors and plain containers only, so a planted or
+shared run directory cannot run code when it is resumed or evaluated.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
+import logging
 import os
 import shutil
-import sys
-from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from study.errors import CheckpointError
+from study.fsutil import atomic_write_text, sha256_file
 
-FILES = ("model.pt", "optim.pt", "trainer.pt", "state.json")
+log = logging.getLogger(__name__)
+
+FILES = ("model.pt", "optim.pt", "trainer.pt", "trainer.json", "state.json")
+TEMPORARY_PREFIXES = (".tmp-", ".latest.tmp-")
+
+
+def encode_trainer_state(obj) -> tuple[dict, dict]:
+    """Trainer state (RNG states, stream positions, ...) -> (tensors for trainer.pt, JSON for trainer.json).
+
+    Tensors and numpy arrays go to the tensor file, referenced from the JSON by name; tuples are marked so that
+    random.setstate / np.random.set_state get tuples back. Nothing here needs pickle to be read again.
+    """
+    tensors: dict = {}
+
+    def enc(x, path):
+        if isinstance(x, torch.Tensor):
+            tensors[path] = x.detach().cpu().clone()
+            return {"__tensor__": path}
+        if isinstance(x, np.ndarray):
+            tensors[path] = torch.from_numpy(x.astype(np.int64) if x.dtype.kind in "ui" else x.copy())
+            return {"__ndarray__": path, "dtype": str(x.dtype)}
+        if isinstance(x, np.generic):
+            return x.item()
+        if isinstance(x, tuple):
+            return {"__tuple__": [enc(v, f"{path}.{i}") for i, v in enumerate(x)]}
+        if isinstance(x, list):
+            return [enc(v, f"{path}.{i}") for i, v in enumerate(x)]
+        if isinstance(x, dict):
+            if not all(isinstance(k, str) for k in x):
+                raise TypeError(f"trainer state {path}: keys must be strings, got {list(x)[:3]}")
+            return {k: enc(v, f"{path}.{k}") for k, v in x.items()}
+        if x is None or isinstance(x, (bool, int, float, str)):
+            return x
+        raise TypeError(f"trainer state {path}: cannot store a {type(x).__name__} without pickle")
+
+    return tensors, enc(obj, "state")
+
+
+def decode_trainer_state(tensors: dict, data) -> dict:
+    """The inverse of encode_trainer_state."""
+    def dec(x):
+        if isinstance(x, dict):
+            if set(x) == {"__tensor__"}:
+                return tensors[x["__tensor__"]]
+            if set(x) == {"__ndarray__", "dtype"}:
+                return tensors[x["__ndarray__"]].numpy().astype(np.dtype(x["dtype"]))
+            if set(x) == {"__tuple__"}:
+                return tuple(dec(v) for v in x["__tuple__"])
+            return {k: dec(v) for k, v in x.items()}
+        if isinstance(x, list):
+            return [dec(v) for v in x]
+        return x
+
+    return dec(data)
+
+
+def write_trainer_state(folder: Path, trainer_state: dict) -> None:
+    tensors, data = encode_trainer_state(trainer_state)
+    torch.save(tensors, Path(folder) / "trainer.pt")
+    (Path(folder) / "trainer.json").write_text(json.dumps(data) + "\n")
+
+
+def read_trainer_state(folder: Path) -> dict:
+    folder = Path(folder)
+    if not (folder / "trainer.json").exists():
+        raise CheckpointError(f"checkpoint {folder} has no trainer.json: it was written by an older version whose "
+                              f"trainer.pt is a general pickle, which is never loaded (it could run code)")
+    tensors = torch.load(folder / "trainer.pt", map_location="cpu", weights_only=True)
+    return decode_trainer_state(tensors, json.loads((folder / "trainer.json").read_text()))
+
+
+def reclaim_temporary(ckpt_root: Path) -> list[Path]:
+    """Remove what interrupted saves left in checkpoints/ (call only as the run's owner); returns what went."""
+    ckpt_root = Path(ckpt_root)
+    if not ckpt_root.is_dir():
+        return []
+    gone = [p for p in ckpt_root.iterdir() if p.name.startswith(TEMPORARY_PREFIXES)]
+    for p in gone:
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            p.unlink(missing_ok=True)
+    return gone
 
 
 def step_dir_name(step: int) -> str:
     return f"step_{step:07d}"
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 24), b""):
-            h.update(chunk)
-    return h.hexdigest()
+_sha256 = sha256_file  # the name sharded.py and the tests use
 
 
 def _fsync_dir(path: Path) -> None:
@@ -51,26 +132,41 @@ def save(ckpt_root: Path, step: int, *, model_state: dict, optim_state: dict, tr
          state: dict, keep: int) -> Path:
     """Write checkpoint `step` atomically, point checkpoints/latest at it, keep the newest `keep`."""
     ckpt_root = Path(ckpt_root)
+    tmp = begin(ckpt_root, step)
+    try:
+        torch.save(model_state, tmp / "model.pt")
+        torch.save(optim_state, tmp / "optim.pt")
+        write_trainer_state(tmp, trainer_state)
+        (tmp / "state.json").write_text(json.dumps(state, indent=1) + "\n")
+        manifest = {name: {"bytes": (tmp / name).stat().st_size, "sha256": _sha256(tmp / name)} for name in FILES}
+        (tmp / "MANIFEST.json").write_text(json.dumps(manifest, indent=1) + "\n")
+        for name in (*FILES, "MANIFEST.json"):
+            with open(tmp / name, "rb") as fh:
+                os.fsync(fh.fileno())
+    except BaseException:  # a full disk (or a kill): give the space back now, not at the next start
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return publish(ckpt_root, tmp, step, keep)
+
+
+def begin(ckpt_root: Path, step: int) -> Path:
+    """A fresh temporary folder for checkpoint `step` (its name starts with a TEMPORARY_PREFIXES entry, so a
+    save that dies half-way is reclaimed by the next start)."""
     ckpt_root.mkdir(parents=True, exist_ok=True)
-    final = ckpt_root / step_dir_name(step)
     tmp = ckpt_root / f".tmp-{step_dir_name(step)}-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
-    torch.save(model_state, tmp / "model.pt")
-    torch.save(optim_state, tmp / "optim.pt")
-    torch.save(trainer_state, tmp / "trainer.pt")
-    (tmp / "state.json").write_text(json.dumps(state, indent=1) + "\n")
-    manifest = {name: {"bytes": (tmp / name).stat().st_size, "sha256": _sha256(tmp / name)} for name in FILES}
-    (tmp / "MANIFEST.json").write_text(json.dumps(manifest, indent=1) + "\n")
-    for name in (*FILES, "MANIFEST.json"):
-        with open(tmp / name, "rb") as fh:
-            os.fsync(fh.fileno())
+    return tmp
+
+
+def publish(ckpt_root: Path, tmp: Path, step: int, keep: int) -> Path:
+    """Rename the complete folder `tmp` into place as checkpoint `step`, point checkpoints/latest at it and keep
+    the newest `keep`. Shared by the single-file (save) and the sharded (study.train.sharded) layouts."""
+    final = ckpt_root / step_dir_name(step)
     if final.exists():  # a checkpoint of the same step from an earlier attempt: replace it whole
         shutil.rmtree(final)
     os.replace(tmp, final)
-    latest_tmp = ckpt_root / f".latest.tmp-{os.getpid()}"
-    latest_tmp.write_text(final.name + "\n")
-    os.replace(latest_tmp, ckpt_root / "latest")
+    atomic_write_text(ckpt_root / "latest", final.name + "\n", fsync=False)  # the folder's fsync follows
     _fsync_dir(ckpt_root)
     _prune(ckpt_root, keep)
     return final
@@ -111,13 +207,13 @@ def verify(path: Path) -> str | None:
     return None
 
 
-def latest_valid(ckpt_root: Path, *, warn=lambda msg: print(msg, file=sys.stderr)) -> Path | None:
+def latest_valid(ckpt_root: Path, *, warn=None) -> Path | None:
     """The newest checkpoint that verifies; each broken newer one is reported and skipped."""
     for path in reversed(list_checkpoints(ckpt_root)):
         problem = verify(path)
         if problem is None:
             return path
-        warn(f"study: checkpoint {path} is unusable ({problem}); falling back to an earlier one")
+        (warn or log.warning)(f"checkpoint {path} is unusable ({problem}); falling back to an earlier one")
     return None
 
 
@@ -145,42 +241,10 @@ def load_files(path: Path, *, map_location="cpu") -> dict:
         return {
             "model": torch.load(path / "model.pt", map_location=map_location, weights_only=True),
             "optim": torch.load(path / "optim.pt", map_location=map_location, weights_only=True),
-            "trainer": torch.load(path / "trainer.pt", map_location=map_location, weights_only=False),
+            "trainer": read_trainer_state(path),
             "state": json.loads((path / "state.json").read_text()),
         }
+    except CheckpointError:
+        raise
     except Exception as exc:  # a file that verified but does not unpickle: report it, don't crash deep inside
         raise CheckpointError(f"checkpoint {path} cannot be read: {type(exc).__name__}: {exc}") from exc
-
-
-@dataclass
-class LoadedRun:
-    cfg: object
-    model: torch.nn.Module
-    tokenizer: object
-    step: int
-    run_dir: Path
-
-
-def load_for_eval(run_dir, step: int | str = "latest", device: str | torch.device = "cpu") -> LoadedRun:
-    """The model of a run at a checkpoint, with its weights and ProRes alphas, in eval mode."""
-    from study.data import build_tokenizer
-    from study.model import build_model
-    from study.results import RunDir
-
-    rd = RunDir(run_dir)
-    if not rd.exists():
-        raise CheckpointError(f"{rd.path} is not a run directory (no config.yaml)")
-    cfg = rd.read_config()
-    path = find(rd.checkpoints, step)
-    from study.train import sharded  # FSDP runs write sharded (torch.distributed.checkpoint) model state
-    model_state = (sharded.load_full_model_state(path) if sharded.is_sharded(path)
-                   else torch.load(path / "model.pt", map_location="cpu", weights_only=True))
-    state = json.loads((path / "state.json").read_text())
-    model = build_model(cfg.model)
-    missing, unexpected = model.load_state_dict(model_state, strict=False)
-    if missing or unexpected:
-        raise CheckpointError(f"checkpoint {path} does not fit the run's model (missing {missing[:3]}, "
-                              f"unexpected {unexpected[:3]})")
-    model.to(device).eval()
-    tokenizer = build_tokenizer(cfg.data, vocab_size=cfg.model.vocab_size)
-    return LoadedRun(cfg=cfg, model=model, tokenizer=tokenizer, step=int(state["step"]), run_dir=rd.path)

@@ -3,7 +3,8 @@ study.train.checkpoint.
 
 checkpoints/step_XXXXXXX/ of a sharded run holds
     dcp/            model + optimizer state written by every rank (dcp.save; `.metadata` plus one file per rank)
-    trainer.pt      RNG states, every rank's data-stream position, the LR scheduler (rank 0)
+    trainer.pt      RNG states and the LR scheduler (rank 0): tensors only (checkpoint.write_trainer_state)
+    trainer.json    the rest of that state (data-stream position, counters) as JSON
     state.json      step, tokens, alphas, ...
     MANIFEST.json   size and sha256 of every file above, dcp/ files included
 All ranks write into ONE temporary folder whose name rank 0 chooses and broadcasts; after a barrier rank 0
@@ -11,14 +12,19 @@ writes trainer.pt, state.json and the manifest and renames the folder into place
 either is complete or does not exist, and checkpoint.verify / latest_valid / find work on it unchanged.
 
 `load_full_model_state(path)` reads the model of a sharded checkpoint in ONE process without a process group
-(study.train.checkpoint.load_for_eval uses it).
+(study.evaluate.load.load_for_eval uses it).
+
+Safe loading: torch.distributed.checkpoint unpickles dcp/.metadata with plain `pickle.load`, so before handing a
+folder to it, `check_metadata` reads that file with an unpickler that only knows the classes DCP metadata is
+made of (its metadata dataclasses, torch.Size, dtypes, paths) and refuses anything else; tensor and byte
+payloads DCP reads with weights_only=True itself; trainer.pt is tensors only.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
+import pickle
 from pathlib import Path
 
 import torch
@@ -27,6 +33,30 @@ from study.errors import CheckpointError
 from study.train import checkpoint as ckpt
 
 DCP_DIR = "dcp"
+_METADATA_MODULES = ("torch.distributed.checkpoint.metadata", "torch.distributed.checkpoint.filesystem",
+                     "torch.distributed.checkpoint._extension")
+_METADATA_GLOBALS = {("torch", "Size"), ("torch.serialization", "_get_layout"), ("collections", "OrderedDict"),
+                     ("pathlib", "PosixPath"), ("pathlib", "PurePosixPath"), ("pathlib", "Path"),
+                     ("builtins", "set"), ("builtins", "frozenset"), ("builtins", "slice")}
+
+
+class _MetadataUnpickler(pickle.Unpickler):
+    def find_class(self, module, name):
+        if (module in _METADATA_MODULES or (module, name) in _METADATA_GLOBALS
+                or (module == "torch" and isinstance(getattr(torch, name, None), (torch.dtype, torch.layout)))):
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"refers to {module}.{name}, which checkpoint metadata never needs")
+
+
+def check_metadata(path) -> None:
+    """Refuse a sharded checkpoint whose dcp/.metadata pickle would do more than build DCP metadata."""
+    meta = Path(path) / DCP_DIR / ".metadata"
+    try:
+        with open(meta, "rb") as fh:
+            _MetadataUnpickler(fh).load()
+    except Exception as exc:
+        raise CheckpointError(f"sharded checkpoint {path}: {meta.name} is not safe to load "
+                              f"({type(exc).__name__}: {exc}); refusing to unpickle it") from None
 
 
 def is_sharded(path) -> bool:
@@ -47,18 +77,14 @@ def save(ckpt_root: Path, step: int, *, dist, model, optimizer, trainer_state: d
     ckpt_root = Path(ckpt_root)
     tmp = None
     if dist.main:
-        ckpt_root.mkdir(parents=True, exist_ok=True)
-        tmp = ckpt_root / f".tmp-{ckpt.step_dir_name(step)}-{os.getpid()}"
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir()
+        tmp = ckpt.begin(ckpt_root, step)
     tmp = Path(dist.broadcast(str(tmp) if tmp else None))
     model_sd, optim_sd = get_state_dict(model, optimizer)
     dcp.save({"model": model_sd, "optim": optim_sd}, checkpoint_id=str(tmp / DCP_DIR))
     dist.barrier()
     final = None
     if dist.main:
-        final = ckpt_root / ckpt.step_dir_name(step)
-        torch.save(trainer_state, tmp / "trainer.pt")
+        ckpt.write_trainer_state(tmp, trainer_state)
         (tmp / "state.json").write_text(json.dumps(state, indent=1) + "\n")
         manifest = _manifest(tmp)
         (tmp / "MANIFEST.json").write_text(json.dumps(manifest, indent=1) + "\n")
@@ -66,14 +92,7 @@ def save(ckpt_root: Path, step: int, *, dist, model, optimizer, trainer_state: d
             with open(tmp / name, "rb") as fh:
                 os.fsync(fh.fileno())
         ckpt._fsync_dir(tmp / DCP_DIR)
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-        latest_tmp = ckpt_root / f".latest.tmp-{os.getpid()}"
-        latest_tmp.write_text(final.name + "\n")
-        os.replace(latest_tmp, ckpt_root / "latest")
-        ckpt._fsync_dir(ckpt_root)
-        ckpt._prune(ckpt_root, keep)
+        final = ckpt.publish(ckpt_root, tmp, step, keep)
     dist.barrier()
     return final
 
@@ -85,15 +104,18 @@ def load(path: Path, *, model, optimizer) -> dict:
     from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
 
     path = Path(path)
+    check_metadata(path)
     try:
         model_sd, optim_sd = get_state_dict(model, optimizer)
         box = {"model": model_sd, "optim": optim_sd}
         dcp.load(box, checkpoint_id=str(path / DCP_DIR))
         set_state_dict(model, optimizer, model_state_dict=box["model"], optim_state_dict=box["optim"])
         return {
-            "trainer": torch.load(path / "trainer.pt", map_location="cpu", weights_only=False),
+            "trainer": ckpt.read_trainer_state(path),
             "state": json.loads((path / "state.json").read_text()),
         }
+    except CheckpointError:
+        raise
     except Exception as exc:
         raise CheckpointError(f"sharded checkpoint {path} cannot be read: {type(exc).__name__}: {exc}") from exc
 
@@ -101,10 +123,11 @@ def load(path: Path, *, model, optimizer) -> dict:
 def load_full_model_state(path) -> dict:
     """The full (unsharded) model state_dict of sharded checkpoint `path`, read in one process, no process group.
     Plain CPU tensors, keys as Transformer.state_dict()."""
-    from torch.distributed.checkpoint.state_dict_loader import _load_state_dict_from_keys
-
     import warnings
+
+    from torch.distributed.checkpoint.state_dict_loader import _load_state_dict_from_keys
     path = Path(path)
+    check_metadata(path)
     try:
         with warnings.catch_warnings():  # "torch.distributed is unavailable ...": one process is the point
             warnings.simplefilter("ignore", UserWarning)

@@ -1,0 +1,64 @@
+"""Submission options that decide whether a cluster job can do its work (CPUs, requeue, checkpoint lead), and a
+failed submission that leaves nothing behind. No scheduler is needed: these are the sbatch parameters and the
+files a submission writes."""
+
+from __future__ import annotations
+
+import pytest
+
+from study import launch
+from study.cli import main
+from study.errors import StudyError
+from tests.test_launch import grid_file
+
+
+def test_cpus_per_task_and_requeue_are_set_per_task_kind_and_overridable():
+    gpu = launch.resolve_options({"gpus_per_node": 4}, None, None)
+    cpu = launch.resolve_options({}, None, None)
+    assert gpu["cpus_per_task"] == launch.CPUS_PER_GPU_TASK and gpu["sources"]["cpus_per_task"] == "default"
+    assert cpu["cpus_per_task"] == launch.CPUS_PER_CPU_TASK
+    params = launch.executor_parameters(gpu, name="g")
+    assert params["cpus_per_task"] == launch.CPUS_PER_GPU_TASK  # SLURM would give a GPU task one CPU
+    assert params["slurm_additional_parameters"] == {"requeue": True}
+    grid = launch.resolve_options({}, None, {"cpus_per_task": 16, "additional": {"mail-type": "END"}})
+    assert launch.executor_parameters(grid, name="g")["cpus_per_task"] == 16
+    off = launch.resolve_options({"requeue": False, "cpus_per_task": 2}, None, grid={"additional": {"requeue": True}})
+    params = launch.executor_parameters(off, name="g")
+    assert params["slurm_additional_parameters"] == {"no-requeue": True} and params["cpus_per_task"] == 2
+
+
+def test_signal_lead_is_a_cli_option_with_a_warning_when_time_is_short(tmp_path, cache_dir, capsys):
+    grid = grid_file(tmp_path, cache_dir)
+    rc = main(["submit", str(grid), "--cluster", "slurm", "--dry-run", "--out", str(tmp_path / "r"),
+               "--time", "20", "--signal-delay-s", "600", "--no-requeue"])
+    out = capsys.readouterr().out
+    assert rc == 0
+    assert "slurm_signal_delay_s=600" in out and "'no-requeue': True" in out
+    assert "warning: --time 20 min with a 600 s checkpoint lead" in out
+    assert main(["submit", str(grid), "--cluster", "slurm", "--dry-run", "--out", str(tmp_path / "r"),
+                 "--time", "1"]) == 0  # the default 90 s lead is longer than the job
+    assert "warning: --signal-delay-s 90 is not shorter than --time 1 min" in capsys.readouterr().out
+    assert main(["submit", str(grid), "--cluster", "slurm", "--dry-run", "--out", str(tmp_path / "r"),
+                 "--time", "600"]) == 0
+    assert "warning" not in capsys.readouterr().out
+
+
+def test_failed_submission_removes_its_pickles(tmp_path, cache_dir, monkeypatch):
+    from submitit.local.local import LocalExecutor
+
+    from study.grid import load_grid
+
+    def refuse(self, command):
+        raise RuntimeError("sbatch: error: Invalid partition name specified")
+
+    monkeypatch.setattr(LocalExecutor, "_submit_command", refuse)
+    grid = load_grid(grid_file(tmp_path, cache_dir))
+    root = tmp_path / "results"
+    logs = root / grid.name / ".submitit"
+    (logs / "earlier").mkdir(parents=True)
+    (logs / "earlier" / "keep.out").write_text("an earlier job's log")
+    with pytest.raises(StudyError, match="Invalid partition name.*nothing was submitted"):
+        launch.submit_grid(grid, root=root, cluster="local", options=launch.resolve_options({"time": 5}),
+                           out=lambda *_: None)
+    left = sorted(p.relative_to(logs).as_posix() for p in logs.rglob("*"))
+    assert left == ["earlier", "earlier/keep.out"]  # no .pkl of the refused submission, an earlier log kept
