@@ -11,28 +11,43 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import math
-import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 
 from study import presets, prores
+from study.coerce import coerce
+from study.config_validate import validate as _validate
 from study.errors import ConfigError, unknown_name
 
-NORMS = ("pre", "post", "sandwich", "deepnorm", "lns", "lns-gain")
+# The config's fixed choices, each once: a Literal type (the field's annotation, checked by study.coerce) and its
+# names as a tuple (loops, argparse choices, messages). Choices that are tables of their own (scales, methods,
+# recipes, ProRes schedules) stay `str` fields checked against their table's names.
+Norm = Literal["pre", "post", "sandwich", "deepnorm", "lns", "lns-gain"]
+Init = Literal["normal", "trunc-normal", "scaled", "ds-init", "deepnorm"]
+EmbedStdRule = Literal["fixed", "sqrt-d"]
+LRSchedule = Literal["wsd", "cosine", "constant"]
+DecayGroups = Literal["matrices", "official"]
+DataSource = Literal["default", "files", "hf"]
+Packing = Literal["pack", "pad"]
+Precision = Literal["auto", "fp32", "bf16", "bf16-pure"]
+Device = Literal["auto", "cpu", "cuda"]
+Parallelism = Literal["ddp", "fsdp"]
+
+NORMS: tuple[str, ...] = typing.get_args(Norm)
 NORM_ALIASES = {"deeppost": "deepnorm", "sandwich_post": "sandwich"}  # official NORM_TYPE spellings
-INITS = ("normal", "trunc-normal", "scaled", "ds-init", "deepnorm")
-EMBED_STD_RULES = ("fixed", "sqrt-d")
-LR_SCHEDULES = ("wsd", "cosine", "constant")
-DATA_SOURCES = ("default", "files", "hf")
-PACKING = ("pack", "pad")
-PRECISIONS = ("auto", "fp32", "bf16", "bf16-pure")
-DEVICES = ("auto", "cpu", "cuda")
-PARALLELISMS = ("ddp", "fsdp")
+INITS: tuple[str, ...] = typing.get_args(Init)
+EMBED_STD_RULES: tuple[str, ...] = typing.get_args(EmbedStdRule)
+LR_SCHEDULES: tuple[str, ...] = typing.get_args(LRSchedule)
+DECAY_GROUPS: tuple[str, ...] = typing.get_args(DecayGroups)
+DATA_SOURCES: tuple[str, ...] = typing.get_args(DataSource)
+PACKING: tuple[str, ...] = typing.get_args(Packing)
+PRECISIONS: tuple[str, ...] = typing.get_args(Precision)
+DEVICES: tuple[str, ...] = typing.get_args(Device)
+PARALLELISMS: tuple[str, ...] = typing.get_args(Parallelism)
 
 
 def choice(default, choices, **kw):
@@ -49,11 +64,15 @@ class ModelConfig:
     n_heads: int = 8
     ffn_hidden: int = 1368
     seq_len: int = 1024
-    norm: str = choice("pre", NORMS)
-    init: str = choice("normal", INITS)
+    norm: Norm = choice("pre", NORMS)
+    init: Init = choice("normal", INITS)
     init_std: float = 0.02
+    # Truncate every normal draw (embedding, linears, head, and the scaled / ds-init / DeepNorm draws) at
+    # ±init_truncation·std; None = untruncated. The paper draws from a truncated N(0, 0.02²) (following OLMo 2,
+    # whose OLMo-core init truncates at ±3·std); `recipe: paper` sets 3.0. See study/model/init.py.
+    init_truncation: float | None = None
     # Embedding std: 'fixed' = init_std (paper), 'sqrt-d' = init_std·sqrt(d_model) (official code).
-    embed_std_rule: str = choice("fixed", EMBED_STD_RULES)
+    embed_std_rule: EmbedStdRule = choice("fixed", EMBED_STD_RULES)
     norm_eps: float = 1e-5
     rope_theta: float = 10000.0
 
@@ -74,18 +93,22 @@ class OptimConfig:
     eps: float = 1e-8
     weight_decay: float = 0.1
     grad_clip: float = 1.0
-    lr_schedule: str = choice("wsd", LR_SCHEDULES)
+    lr_schedule: LRSchedule = choice("wsd", LR_SCHEDULES)
     # Give warmup_steps, or warmup_fraction of train.steps; resolution turns a fraction into steps.
     warmup_steps: int | None = None
     warmup_fraction: float | None = None
     decay_fraction: float = 0.1  # WSD: linear decay to 0 over this last fraction of training
     min_lr_ratio: float = 0.0  # cosine floor, as a fraction of lr
     fused: bool | None = None  # fused AdamW; None = on CUDA only
+    # Which parameters are decayed (study/train/optim.py): 'matrices' = every >= 2-D parameter (linears, embedding,
+    # head; never norm gains); 'official' = the official ProRes code (no decay on the embedding and the per-layer
+    # norm gains; the final norm and the head decayed). `recipe: paper` sets 'official'.
+    decay_groups: DecayGroups = choice("matrices", DECAY_GROUPS)
 
 
 @dataclass
 class DataConfig:
-    source: str = choice("default", DATA_SOURCES)
+    source: DataSource = choice("default", DATA_SOURCES)
     paths: list[str] = field(default_factory=list)  # source 'files': globs of .txt / .jsonl / .json files
     hf_path: str | None = None  # source 'hf': dataset name ('allenai/c4') or a builder ('json')
     hf_name: str | None = None  # e.g. 'en'
@@ -97,8 +120,12 @@ class DataConfig:
     heldout_fraction: float = 0.02
     shuffle_buffer: int = 10000
     tokenizer: str = "default"  # 'default' = byte-level BPE trained on the bundled corpus; else HF name/path
-    packing: str = choice("pack", PACKING)
+    packing: Packing = choice("pack", PACKING)
     cache_dir: str = "~/.cache/prores-study"
+    # Read training and held-out tokens from a token store prepared once by `study data prepare` (study.data.store)
+    # instead of tokenizing on the fly. store_dir: the store folder; None = <cache_dir>/stores/<data fingerprint>.
+    store: bool = False
+    store_dir: str | None = None
 
 
 @dataclass
@@ -106,10 +133,10 @@ class TrainConfig:
     steps: int = 100000
     global_batch: int = 512  # sequences per optimizer step, over all processes
     micro_batch: int = 8  # sequences per forward pass per process
-    precision: str = choice("auto", PRECISIONS)  # auto: fp32 on CPU, bf16 autocast on CUDA
+    precision: Precision = choice("auto", PRECISIONS)  # auto: fp32 on CPU, bf16 autocast on CUDA
     compile: bool = False
-    device: str = choice("auto", DEVICES)
-    parallelism: str = choice("ddp", PARALLELISMS)
+    device: Device = choice("auto", DEVICES)
+    parallelism: Parallelism = choice("ddp", PARALLELISMS)
     activation_checkpointing: bool = False
     seed: int = 0
     log_every: int = 10
@@ -119,7 +146,8 @@ class TrainConfig:
     probe_sequences: int = 2
     probe_len: int = 128
     diverge_loss: float | None = None  # None: 1.5·ln(vocab_size)
-    progress: bool = True
+    progress: bool = True  # a bar on a terminal; elsewhere (a log file) plain lines, see console_every
+    console_every: int = 0  # steps between plain progress lines when not on a terminal (0: every log step)
 
 
 @dataclass
@@ -150,70 +178,49 @@ class RunConfig:
 
 # Keys that change bookkeeping, not results: left out of the run id.
 NON_SEMANTIC = (
-    "grid", "name", "data.cache_dir",
-    "train.log_every", "train.ckpt_every", "train.keep_checkpoints", "train.progress",
+    "grid", "name", "data.cache_dir", "data.store_dir",
+    "train.log_every", "train.ckpt_every", "train.keep_checkpoints", "train.progress", "train.console_every",
     "train.probe_every", "train.probe_sequences", "train.probe_len",
     "eval",
 )
 
 
+# What may differ when a run resumes (the rest of the resolved config must equal its config.yaml): cadence,
+# logging and where things go. eval.tokens / eval.batch_size and the probe batch are NOT here although they are
+# left out of the run id: changing them mid-run would mix rows measured differently in one file.
+RESUME_MAY_CHANGE = (
+    "grid", "name", "data.cache_dir",
+    "train.log_every", "train.ckpt_every", "train.keep_checkpoints", "train.progress", "train.console_every",
+    "train.probe_every",
+    "eval.every", "eval.at_end", "eval.lm_eval_tasks", "eval.lm_eval_limit", "eval.lm_eval_batch_size",
+    "eval.lm_eval_data_dir",
+)
+
+
+def _flat(data: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in data.items():
+        if isinstance(v, dict) and v and all(isinstance(x, str) for x in v) and k in (
+                "model", "prores", "optim", "data", "train", "eval"):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def differences(old: RunConfig, new: RunConfig) -> dict:
+    """{dotted key: [old value, new value]} for every key whose resolved value differs."""
+    a, b = _flat(to_dict(old)), _flat(to_dict(new))
+    return {k: [a.get(k), b.get(k)] for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)}
+
+
+def may_change_on_resume(key: str) -> bool:
+    return any(key == k or key.startswith(k + ".") for k in RESUME_MAY_CHANGE)
+
+
 # ---------------------------------------------------------------------------------------------------
 # Building dataclasses from plain dicts with checked keys, types and names
 # ---------------------------------------------------------------------------------------------------
-def _type_name(tp) -> str:
-    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
-
-
-def _coerce(value, tp, key: str, source: str | None):
-    """Check `value` against annotation `tp` (after `from __future__ import annotations`, resolved)."""
-    origin = typing.get_origin(tp)
-    if origin in (typing.Union, types.UnionType):
-        args = typing.get_args(tp)
-        if value is None and type(None) in args:
-            return None
-        for arg in (a for a in args if a is not type(None)):
-            try:
-                return _coerce(value, arg, key, source)
-            except ConfigError:
-                continue
-        raise ConfigError(f"expected {' or '.join(_type_name(a) for a in args)}, got {value!r}", key=key, source=source)
-    if origin is list:
-        (item,) = typing.get_args(tp)
-        if isinstance(value, tuple):
-            value = list(value)
-        if not isinstance(value, list):
-            raise ConfigError(f"expected a list, got {value!r}", key=key, source=source)
-        return [_coerce(v, item, f"{key}[{i}]", source) for i, v in enumerate(value)]
-    if tp is dict or origin is dict:
-        if not isinstance(value, dict):
-            raise ConfigError(f"expected a mapping, got {value!r}", key=key, source=source)
-        return value
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-    elif tp is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-    elif tp is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            if not math.isfinite(float(value)):
-                raise ConfigError(f"expected a finite number, got {value!r}", key=key, source=source)
-            return float(value)
-        if isinstance(value, str):  # YAML 1.1 reads '1e-3' as a string
-            try:
-                return _coerce(float(value), float, key, source)
-            except ValueError:
-                pass
-    elif tp is str:
-        if isinstance(value, str):
-            return value
-    elif tp is Any:
-        return value
-    raise ConfigError(f"expected {_type_name(tp)}, got {value!r}", key=key, source=source)
-
-
 def from_dict(cls, data: dict | None, *, source: str | None = None, prefix: str = ""):
     """Build dataclass `cls` from `data`, rejecting unknown keys, wrong types and unknown names."""
     data = {} if data is None else data
@@ -232,7 +239,7 @@ def from_dict(cls, data: dict | None, *, source: str | None = None, prefix: str 
         if dataclasses.is_dataclass(tp):
             kwargs[name] = from_dict(tp, value, source=source, prefix=f"{key}.")
             continue
-        value = _coerce(value, tp, key, source)
+        value = coerce(value, tp, key, source)
         choices = f.metadata.get("choices")
         if choices is not None and value is not None and value not in choices:
             raise unknown_name(name.replace("_", " "), value, choices, key=key, source=source)
@@ -286,18 +293,44 @@ def deep_merge(base: dict, over: dict) -> dict:
     return out
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """yaml.SafeLoader that refuses a key given twice in one mapping (PyYAML silently keeps the last)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} given twice (lines {seen[key] + 1} and {key_node.start_mark.line + 1})",
+                    key_node.start_mark)
+            seen[key] = key_node.start_mark.line
+        return super().construct_mapping(node, deep=deep)
+
+
 def read_yaml(path: str | Path) -> dict:
+    """A YAML mapping from `path` (safe loader; empty files, duplicate keys and non-text files refused)."""
     path = Path(path)
     if not path.exists():
         raise ConfigError("file not found", source=str(path))
+    if path.is_dir():
+        raise ConfigError("is a folder, not a YAML file", source=str(path))
     try:
-        data = yaml.safe_load(path.read_text())
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError("is not a text file (not UTF-8); expected a YAML file", source=str(path)) from None
+    except OSError as exc:
+        raise ConfigError(f"cannot be read: {exc.strerror or exc}", source=str(path)) from None
+    if "\x00" in text:
+        raise ConfigError("is a binary file, not YAML", source=str(path))
+    try:
+        data = yaml.load(text, Loader=_UniqueKeyLoader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
         raise ConfigError(f"not valid YAML{where}: {getattr(exc, 'problem', exc)}", source=str(path)) from None
     if data is None:
-        return {}
+        raise ConfigError("is empty; expected a YAML mapping (omit the file to use the defaults)", source=str(path))
     if not isinstance(data, dict):
         raise ConfigError("expected a mapping at the top level", source=str(path))
     return data
@@ -319,6 +352,10 @@ def resolve(raw: dict, *, source: str | None = None) -> RunConfig:
         raw["prores"]["schedule"] = prores.canonical(schedule)
     if model.get("norm") in NORM_ALIASES:
         model["norm"] = NORM_ALIASES[model["norm"]]
+    if model.get("init") == "trunc-normal":  # = the normal init, truncated (default ±3·std, as OLMo 2)
+        model["init"] = "normal"
+        if model.get("init_truncation") is None:
+            model["init_truncation"] = presets.TRUNC_NORMAL_BOUND
 
     method = raw.get("method")
     if method is not None:
@@ -347,77 +384,12 @@ def resolve(raw: dict, *, source: str | None = None) -> RunConfig:
             if k.startswith("warmup") and explicit_warmup:
                 continue
             optim.setdefault(k, v)
+        for k, v in presets.RECIPE_MODEL.get(recipe, {}).items():
+            model.setdefault(k, v)
 
     cfg = from_dict(RunConfig, raw, source=source)
     _validate(cfg, source)
     return cfg
-
-
-def _positive(value, key, source, *, allow_zero=False):
-    if value is None:
-        return
-    if value < 0 or (value == 0 and not allow_zero):
-        raise ConfigError(f"must be {'>= 0' if allow_zero else '> 0'}, got {value!r}", key=key, source=source)
-
-
-def _validate(cfg: RunConfig, source: str | None) -> None:
-    """Cross-field checks and derived values (W from T or back, warmup steps from a fraction)."""
-    m, p, o, t = cfg.model, cfg.prores, cfg.optim, cfg.train
-    for key in ("vocab_size", "d_model", "n_layers", "n_heads", "ffn_hidden", "seq_len"):
-        _positive(getattr(m, key), f"model.{key}", source)
-    _positive(m.init_std, "model.init_std", source)
-    if m.d_model % m.n_heads or (m.d_model // m.n_heads) % 2:
-        raise ConfigError(f"d_model={m.d_model} must split into {m.n_heads} heads of even size (RoPE)",
-                          key="model.n_heads", source=source)
-
-    _positive(p.T, "prores.T", source)
-    _positive(p.W, "prores.W", source)
-    if prores.is_warmed(p.schedule):
-        if p.T is None and p.W is None:
-            raise ConfigError(f"schedule '{p.schedule}' needs prores.T (or prores.W)", key="prores.T", source=source)
-        derived_W = None if p.T is None else prores.total_warmup(p.schedule, m.n_layers, p.T)
-        if p.W is not None and derived_W is not None and not math.isclose(p.W, derived_W, rel_tol=1e-9):
-            raise ConfigError(f"W={p.W} contradicts T={p.T} (W = {derived_W} for {m.n_layers} layers)",
-                              key="prores.W", source=source)
-        if p.T is None:
-            p.T = prores.unit_from_total(p.schedule, m.n_layers, p.W)
-        p.W = prores.total_warmup(p.schedule, m.n_layers, p.T)
-    elif p.T is not None or p.W is not None:
-        raise ConfigError(f"schedule '{p.schedule}' takes no T or W", key="prores.T", source=source)
-
-    for key in ("steps", "global_batch", "micro_batch", "log_every", "ckpt_every", "keep_checkpoints"):
-        _positive(getattr(t, key), f"train.{key}", source)
-    _positive(t.probe_every, "train.probe_every", source, allow_zero=True)
-    if t.global_batch % t.micro_batch:
-        raise ConfigError(f"global_batch={t.global_batch} is not a multiple of micro_batch={t.micro_batch}",
-                          key="train.global_batch", source=source)
-
-    _positive(o.lr, "optim.lr", source)
-    if len(o.betas) != 2 or not all(0 <= b < 1 for b in o.betas):
-        raise ConfigError(f"expected two numbers in [0, 1), got {o.betas!r}", key="optim.betas", source=source)
-    if o.warmup_fraction is not None:
-        if not 0 <= o.warmup_fraction <= 1:
-            raise ConfigError(f"must be in [0, 1], got {o.warmup_fraction}", key="optim.warmup_fraction", source=source)
-        steps = round(o.warmup_fraction * t.steps)
-        if o.warmup_steps is not None and o.warmup_steps != steps:  # a resolved config carries both
-            raise ConfigError(f"warmup_steps={o.warmup_steps} contradicts warmup_fraction={o.warmup_fraction} "
-                              f"of {t.steps} steps; give one of them", key="optim.warmup_steps", source=source)
-        o.warmup_steps = steps
-    if o.warmup_steps is None:
-        o.warmup_steps = 0
-    _positive(o.warmup_steps, "optim.warmup_steps", source, allow_zero=True)
-    if not 0 <= o.decay_fraction <= 1:
-        raise ConfigError(f"must be in [0, 1], got {o.decay_fraction}", key="optim.decay_fraction", source=source)
-
-    d = cfg.data
-    if d.source == "files" and not d.paths:
-        raise ConfigError("source 'files' needs data.paths", key="data.paths", source=source)
-    if d.source == "hf" and not d.hf_path:
-        raise ConfigError("source 'hf' needs data.hf_path", key="data.hf_path", source=source)
-    if not 0 <= d.heldout_fraction < 1:
-        raise ConfigError(f"must be in [0, 1), got {d.heldout_fraction}", key="data.heldout_fraction", source=source)
-    _positive(cfg.eval.tokens, "eval.tokens", source)
-    _positive(cfg.eval.every, "eval.every", source, allow_zero=True)
 
 
 def load(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = (), *,
@@ -425,10 +397,20 @@ def load(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] 
     """Load a run config: YAML file (or `base` dict) + 'a.b=c' overrides, resolved and validated."""
     raw = deep_merge(base or {}, read_yaml(path) if path else {})
     source = str(path) if path else None
+    given = {}
     for text in overrides:
         key, value = parse_override(text)
-        set_path(raw, key, value, source="--set")
-    return resolve(raw, source=source)
+        set_path(raw, key, value, source=f"--set {text}")
+        given[key] = text
+    try:
+        return resolve(raw, source=source)
+    except ConfigError as exc:  # blame a bad --set on the --set, not on the file
+        text = next((t for k, t in given.items() if exc.key and (exc.key == k or exc.key.startswith(k + ".")
+                                                                  or exc.key.startswith(k + "["))), None)
+        if text is None:
+            raise
+        message = str(exc).split(": ", 1)[1] if exc.source or exc.key else str(exc)
+        raise ConfigError(message, key=exc.key, source=f"--set {text}") from None
 
 
 def semantic_dict(cfg: RunConfig) -> dict:

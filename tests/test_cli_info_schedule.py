@@ -72,8 +72,8 @@ def test_info_table(capsys):
 
 # ---- schedule ---------------------------------------------------------------------------------------------
 def test_schedule_json_matches_closed_form(capsys):
-    rows = run_json(capsys, ["schedule", "linear", "--layers", "12", "--T", "1000", "--steps", "0,500,1000,6000,12000,20000",
-                             "--json"])
+    rows = run_json(capsys, ["schedule", "linear", "--layers", "12", "--T", "1000",
+                             "--steps", "0,500,1000,6000,12000,20000", "--json"])
     assert [r["step"] for r in rows] == [0, 500, 1000, 6000, 12000, 20000]
     for row in rows:
         want = [min(row["step"] / (1000 * l), 1.0) for l in range(1, 13)]

@@ -97,7 +97,7 @@ def _direct_loglikelihood(model, tok, context, continuation):
 # perplexity
 # ---------------------------------------------------------------------------------------------------
 def test_perplexity_is_token_weighted_mean_and_restores_mode(model):
-    from study.evaluate.perplexity import perplexity
+    from study.perplexity import perplexity
 
     torch.manual_seed(1)
     ids = torch.randint(0, 2048, (3, 16))
@@ -127,7 +127,7 @@ def test_loglikelihood_matches_direct_computation(model, tok):
 
     lm = StudyLM(model, tok, batch_size=4)
     got = lm.loglikelihood(_instances("loglikelihood", PAIRS), disable_tqdm=True)
-    for (context, continuation), (score, greedy) in zip(PAIRS, got):
+    for (context, continuation), (score, greedy) in zip(PAIRS, got, strict=True):
         assert isinstance(greedy, bool)
         assert score == pytest.approx(_direct_loglikelihood(model, tok, context, continuation), abs=1e-5)
 
@@ -264,7 +264,8 @@ def test_hub_task_without_local_copy_fails_fast(prores_run, tmp_path, capsys, of
 # ---------------------------------------------------------------------------------------------------
 def test_checkpoint_mid_warmup_keeps_its_alphas(prores_run):
     from study import prores
-    from study.train.checkpoint import find, load_for_eval
+    from study.evaluate.load import load_for_eval
+    from study.train.checkpoint import find
 
     for step in (10, 20):
         loaded = load_for_eval(prores_run, step=step)

@@ -76,7 +76,7 @@ def reference(model, ids, alphas=None, trace=None):
         a = None if alphas is None else alphas[i]
         for sub, f in ((layer.attn, attn_f), (layer.ffn, ffn_f)):
             N = lambda t, norm: rms(t, norm.weight, eps)  # noqa: E731
-            scale = lambda h: h if a is None else a * h  # noqa: E731
+            scale = lambda h, a=a: h if a is None else a * h  # noqa: E731
             if cfg.norm == "pre":
                 h = f(sub.branch, N(x, sub.norm_in), cfg)
                 x = x + scale(h)

@@ -59,8 +59,8 @@ def test_completed_run_is_never_trained_twice(tiny_cfg, tmp_path):
 def test_every_placement_learns_with_and_without_prores(norm, schedule, tiny_cfg, tmp_path):
     extra = {"prores.T": 5} if schedule == "linear" else {}
     init = "deepnorm" if norm == "deepnorm" else "normal"
-    cfg = tiny_cfg(**{"model.norm": norm, "model.init": init, "prores.schedule": schedule, "train.steps": 30, "train.micro_batch": 8,
-                      "eval.every": 0, "eval.at_end": False, **extra})
+    cfg = tiny_cfg(**{"model.norm": norm, "model.init": init, "prores.schedule": schedule, "train.steps": 30,
+                      "train.micro_batch": 8, "eval.every": 0, "eval.at_end": False, **extra})
     rd = RunDir(train_run(cfg, tmp_path).run_dir)
     losses = _losses(rd)
     assert rd.state == "completed"

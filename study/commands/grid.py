@@ -72,19 +72,19 @@ def _show(args) -> int:
             "flops_per_token": e["flops_per_token"], "mfu": e["mfu"], "peak_flops": e["peak_flops"],
             "memory_per_gpu": e["memory_per_gpu"], "fits": e["fits"], "gpus": world,
             "config": C.to_dict(c.config),
-        } for c, e in zip(cells, est)]
+        } for c, e in zip(cells, est, strict=True)]
         print(json.dumps(rows, indent=1))
         return 0
 
     header = ["run name", "run id", *grid.axis_names, "params", "tokens", "GPU-h", "mem/GPU"]
     table = [[c.run_name, c.run_id, *(c.axes[a] for a in grid.axis_names), _si(e["params"]), _si(e["tokens"]),
-              _hours(e["gpu_hours"]), _memory(e)] for c, e in zip(cells, est)]
+              _hours(e["gpu_hours"]), _memory(e)] for c, e in zip(cells, est, strict=True)]
     widths = [max(len(str(r[i])) for r in [header, *table]) for i in range(len(header))]
     numeric = set(range(len(header) - 4, len(header)))
 
     def fmt(row):
         return "  ".join(str(v).rjust(w) if i in numeric else str(v).ljust(w)
-                         for i, (v, w) in enumerate(zip(row, widths))).rstrip()
+                         for i, (v, w) in enumerate(zip(row, widths, strict=True))).rstrip()
 
     print(f"# {grid.name} ({grid.source}): {len(cells)} of {len(grid.all_cells)} cells")
     for line in textwrap.wrap(grid.description, 110):
@@ -99,7 +99,7 @@ def _show(args) -> int:
           f"(estimated at MFU {args.mfu:.2f} of {args.peak_tflops:g} TFLOP/s peak"
           f"{', ' + grid_mod.PEAK_NOTE if peak == grid_mod.DEFAULT_PEAK_FLOPS else ''}; "
           f"training FLOPs/token from study.model.info)")
-    too_big = [c.run_name for c, e in zip(cells, est) if e["fits"] is False]
+    too_big = [c.run_name for c, e in zip(cells, est, strict=True) if e["fits"] is False]
     if too_big:
         print(f"WARNING: {len(too_big)} cells need more than {args.gpu_mem_gb:g} GiB per GPU on {world} GPU(s) "
               f"(marked !): lower train.micro_batch, turn on activation checkpointing or use parallelism fsdp")

@@ -85,7 +85,8 @@ def run(args) -> int:
         ("FLOPs per token", f"{out['flops_per_token']:.4g}"),
         ("FLOPs formula", out["flops_formula"]),
         ("memory per device", f"micro-batch {m['micro_batch']}, {m['parallelism']} × {m['world_size']}, "
-                              f"{m['precision']}, activation checkpointing {'on' if m['activation_checkpointing'] else 'off'}"),
+                              f"{m['precision']}, "
+                              f"activation checkpointing {'on' if m['activation_checkpointing'] else 'off'}"),
         ("  weights", _gib(m["params_bytes"])),
         ("  gradients", _gib(m["grads_bytes"])),
         ("  AdamW state", _gib(m["optimizer_bytes"])),

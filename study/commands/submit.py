@@ -1,12 +1,13 @@
-"""`study submit GRID --cluster {slurm,local,debug} [options]`: the grid's cells not yet done, as one submitit job array.
+"""`study submit GRID --cluster {slurm,local,debug} [options]`: the grid's unfinished cells as one submitit job array.
 
 Completed and diverged cells are never resubmitted, cells with a live job are never duplicated, failed ones only
 with --rerun-failed, interrupted ones are resubmitted (they resume from their checkpoint). Cluster options come
-from the command line, else a YAML profile (--profile), else the grid's `cluster:` section (study.launch).
+from the command line, else a YAML profile (--profile), else the grid's `cluster:` section (study.dispatch.options).
 """
 
 from __future__ import annotations
 
+import argparse
 import sys
 
 
@@ -31,6 +32,11 @@ def register(sub) -> None:
     g.add_argument("--mem-gb", type=float, default=None)
     g.add_argument("--time", type=int, default=None, metavar="MIN",
                    help="time limit per job in minutes (default 1440); on timeout the run checkpoints and requeues")
+    g.add_argument("--signal-delay-s", type=int, default=None, metavar="S",
+                   help="SLURM sends the checkpoint signal (SIGUSR2) S seconds before --time ends (default 90); "
+                        "raise it for big models on slow filesystems")
+    g.add_argument("--requeue", action=argparse.BooleanOptionalAction, default=None,
+                   help="let SLURM requeue a job after a node failure or preemption (default: on)")
     g.add_argument("--array-parallelism", type=int, default=None, metavar="K",
                    help="at most K array tasks run at once (default 256)")
     p.add_argument("--where", action="append", default=[], metavar="KEY=VALUE",
@@ -41,24 +47,34 @@ def register(sub) -> None:
     p.add_argument("--logs", default=None, help="submitit log folder (default: ROOT/GRID/.submitit/%%j)")
     p.add_argument("--dry-run", action="store_true", help="print what would be submitted; submit nothing")
     p.add_argument("--rerun-failed", action="store_true",
-                   help="also resubmit failed runs (and runs recorded running whose job cannot be confirmed)")
+                   help="also resubmit failed runs, those whose trainer recorded an error (and runs recorded "
+                        "running whose job cannot be confirmed). Runs whose job or process died without "
+                        "recording an error (OOM kill, node failure, cancelled) read 'interrupted' or 'pending' "
+                        "and are resubmitted without it")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
+    from study.dispatch import load_profile, resolve_options, submit_grid
     from study.errors import ConfigError
     from study.grid import load_grid
-    from study.launch import load_profile, resolve_options, submit_grid
 
     grid = load_grid(args.grid)
     cli = {k: getattr(args, k) for k in ("cluster", "partition", "account", "qos", "constraint", "nodes",
                                          "gpus_per_node", "tasks_per_node", "cpus_per_task", "mem_gb", "time",
-                                         "array_parallelism", "logs")}
+                                         "array_parallelism", "logs", "signal_delay_s", "requeue")}
     options = resolve_options(cli, load_profile(args.profile), grid.cluster, grid_source=str(grid.path))
     cluster = options.get("cluster")
     if cluster is None:
         raise ConfigError("no cluster given: pass --cluster slurm|local|debug (or set `cluster` in the profile "
                           "or the grid's cluster section)", key="--cluster")
+    if not args.dry_run:  # compute nodes read a prepared token store: it must exist before any job starts
+        from study.data.store import StoreError, check_ready
+
+        missing = check_ready(grid.cells(args.where))
+        if missing:
+            raise StoreError(f"{len(missing)} token store(s) of this grid not ready ({missing[0][1]}); prepare "
+                             f"them first with: study data prepare {args.grid} --workers N")
     argv = ["study", *sys.argv[1:]] if sys.argv and sys.argv[0].endswith("study") else list(sys.argv)
     report = submit_grid(grid, root=args.out, cluster=cluster, options=options, where=args.where,
                          only=args.only, logs=options.get("logs"), dry_run=args.dry_run,

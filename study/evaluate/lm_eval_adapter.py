@@ -30,7 +30,8 @@ from lm_eval import utils as lm_utils
 from lm_eval.api.model import TemplateLM
 from tqdm import tqdm
 
-from study.evaluate.perplexity import autocast, dtype_name
+from study import console
+from study.perplexity import autocast, dtype_name
 
 
 def _model_seq_len(model) -> int | None:
@@ -129,7 +130,7 @@ class StudyLM(TemplateLM):
             else:
                 batches.append([i])
         results: list[tuple[float, bool] | None] = [None] * n
-        pbar = tqdm(total=n, disable=disable_tqdm, desc="Running loglikelihood requests")
+        pbar = tqdm(total=n, disable=disable_tqdm or not console.verbose(), desc="Running loglikelihood requests")
         for chunk in batches:
             width = self._padded(len(inputs[chunk[0]]))
             batch = torch.full((len(chunk), width), self.eot_token_id, dtype=torch.long)
@@ -160,9 +161,9 @@ class StudyLM(TemplateLM):
                 owners.append(index)
         scores = self._loglikelihood_tokens(windows, disable_tqdm=disable_tqdm)
         totals = [0.0] * len(requests)
-        for index, (score, _) in zip(owners, scores):
+        for index, (score, _) in zip(owners, scores, strict=True):
             totals[index] += score
-        for req, total in zip(requests, totals):
+        for req, total in zip(requests, totals, strict=True):
             self.cache_hook.add_partial("loglikelihood_rolling", req.args, total)
         return totals
 
@@ -172,7 +173,8 @@ class StudyLM(TemplateLM):
         self.model.eval()
         eos_text = self.tok_decode([self.eot_token_id])
         outputs = []
-        for req in tqdm(requests, disable=disable_tqdm, desc="Running generate_until requests"):
+        for req in tqdm(requests, disable=disable_tqdm or not console.verbose(),
+                        desc="Running generate_until requests"):
             context, gen_kwargs = req.args
             gen_kwargs = dict(gen_kwargs or {})
             if gen_kwargs.get("do_sample"):

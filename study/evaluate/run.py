@@ -4,7 +4,7 @@
 
 1. Resolves the lm-eval tasks first (tasks.prepare), so a task whose data is missing offline fails before any
    model work.
-2. Loads the checkpoint with study.train.checkpoint.load_for_eval (weights and ProRes alphas).
+2. Loads the checkpoint with study.evaluate.load.load_for_eval (weights and ProRes alphas).
 3. Held-out perplexity on exactly the packed sequences of the in-training evaluation (heldout_batches with
    cfg.eval.tokens and cfg.eval.batch_size, same dtype rule as the trainer) -> one eval.jsonl row, source "eval".
 4. lm-eval in process (lm_eval.simple_evaluate over StudyLM) -> lm_eval/step_XXXXXXX.json (results of every
@@ -14,17 +14,20 @@
 from __future__ import annotations
 
 import contextlib
-import datetime as _dt
+import logging
 import math
 import random
-import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
+from study import console
 from study.errors import StudyError
+from study.timeutil import now
+
+logger = logging.getLogger(__name__)
 
 LM_EVAL_DIR = "lm_eval"
 LM_EVAL_FILE = "lm_eval.json"
@@ -102,7 +105,7 @@ def run_lm_eval(model, tokenizer, setup, *, limit=None, batch_size: int = 8, dev
     from study.evaluate.lm_eval_adapter import StudyLM
 
     lm = StudyLM(model, tokenizer, batch_size=batch_size, device=device, dtype=dtype, max_length=max_length)
-    with _preserved_rng():
+    with _preserved_rng(), console.captured_output("lm-eval"):  # its bootstrap prints bars of its own
         out = lm_eval.simple_evaluate(model=lm, tasks=list(setup.tasks), task_manager=setup.task_manager(),
                                       limit=limit, batch_size=batch_size, log_samples=False,
                                       bootstrap_iters=bootstrap_iters)
@@ -161,11 +164,11 @@ def evaluate_run(run_dir, *, step="latest", tasks="paper", limit: int | None = N
     perplexity budget (default cfg.eval.tokens). `data_dir`: local copies of hub datasets (default
     cfg.eval.lm_eval_data_dir)."""
     from study.evaluate import tasks as tasks_mod
-    from study.evaluate.perplexity import dtype_name, eval_row
+    from study.evaluate.load import load_for_eval
+    from study.perplexity import dtype_name, eval_row
     from study.results import RunDir
-    from study.train.checkpoint import load_for_eval
 
-    log = log or (lambda msg: print(msg, file=sys.stderr))
+    log = log or logger.info
     rd = RunDir(run_dir)
     if not rd.exists():
         raise StudyError(f"{rd.path} is not a run directory (no config.yaml)")
@@ -183,7 +186,7 @@ def evaluate_run(run_dir, *, step="latest", tasks="paper", limit: int | None = N
         model, tok = loaded.model, loaded.tokenizer
         outcome = EvalOutcome(run_dir=rd.path, step=loaded.step)
         amp = eval_dtype(cfg, dev, dtype)
-        log(f"study eval: {rd.path.name} step {loaded.step} on {dev} ({dtype_name(amp)}), "
+        log(f"eval {rd.path.name} step {loaded.step} on {dev} ({dtype_name(amp)}), "
             f"alpha = {[round(a, 4) for a in model.alphas().tolist()]}")
 
         if ppl:
@@ -205,7 +208,7 @@ def evaluate_run(run_dir, *, step="latest", tasks="paper", limit: int | None = N
             doc = run_lm_eval(model, tok, setup, limit=lim, batch_size=bs, device=dev, dtype=amp,
                               max_length=cfg.model.seq_len, bootstrap_iters=bootstrap_iters)
             doc = {"lm_eval_version": doc.pop("lm_eval_version"), "step": loaded.step, **doc,
-                   "run_dir": str(rd.path), "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
+                   "run_dir": str(rd.path), "date": now()}
             doc["config"]["alpha"] = [float(a) for a in model.alphas().tolist()]
             outcome.lm_eval = doc
             outcome.files += write_lm_eval(rd.path, doc)

@@ -78,7 +78,7 @@ def memory_estimate(cfg, *, micro_batch: int = 1, world_size: int = 1, paralleli
     act_b, resid_b = _ACT_BYTES[precision]
     tokens, d, L = micro_batch * cfg.seq_len, cfg.d_model, cfg.n_layers
     layer_bytes = KORTHIKANTI * tokens * d * act_b // 2
-    if activation_checkpointing:
+    if activation_checkpointing:  # noqa: SIM108 -- two formulas side by side read better than a long ternary
         blocks = L * tokens * d * resid_b + layer_bytes
     else:
         blocks = L * layer_bytes

@@ -50,7 +50,7 @@ class Transformer(nn.Module):
         values = values.tolist() if hasattr(values, "tolist") else list(values)
         if len(values) != len(self.layers):
             raise ValueError(f"expected {len(self.layers)} alphas, got {len(values)}")
-        for layer, value in zip(self.layers, values):
+        for layer, value in zip(self.layers, values, strict=True):
             layer.residual.alpha.fill_(float(value))
 
     def alphas(self) -> torch.Tensor:

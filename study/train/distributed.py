@@ -18,7 +18,7 @@ class Dist:
     world: int = 1
 
     @classmethod
-    def current(cls) -> "Dist":
+    def current(cls) -> Dist:
         if dist.is_available() and dist.is_initialized():
             return cls(dist.get_rank(), dist.get_world_size())
         return cls()

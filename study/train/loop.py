@@ -4,18 +4,20 @@ Every optimizer step: gradient accumulation over micro-batches to the global bat
 is logged before clipping), AdamW, LR schedule, then alpha(l, step) of the ProRes schedule is copied into the
 model's buffers. Per-step loss and grad norm stay on the device and are written out at log steps (one host sync
 per log interval); divergence (NaN/inf, or a loss above the threshold) is a result recorded with its step.
-SIGTERM / SIGUSR2 end the run at the next step boundary with a checkpoint and state 'interrupted'; calling
-train_run again resumes from the newest valid checkpoint, bit-identical to an uninterrupted run on CPU.
+SIGTERM / SIGUSR2 / Ctrl-C (SIGINT) end the run at the next step boundary with a checkpoint and state
+'interrupted'; calling train_run again resumes from the newest valid checkpoint, bit-identical to an
+uninterrupted run on CPU, after checking that the checkpoint and config.yaml are this run's (see _check_identity).
+One process at a time owns a run directory (study.lease); a filesystem error ends the run 'failed' with
+one line (StorageError).
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
+import logging
 import math
 import random
-import signal
-import sys
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,18 +26,20 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from study import prores
+from study import console, prores
+from study import lease as lease_mod
 from study.config import run_id
-from study.results import FINAL_STATES, RunDir, provenance
+from study.errors import CheckpointError, ConfigError, StorageError
+from study.perplexity import eval_row
+from study.results import FINAL_STATES, RunDir, RunStatus, provenance
 from study.train import checkpoint as ckpt
-from study.train import parallel, sharded
+from study.train import parallel, runtime, sharded
 from study.train.distributed import Dist
 from study.train.optim import build_optimizer, build_scheduler
 from study.train.probes import ProbeWriter
+from study.train.signals import StopFlag, signals_to
 
-# Dense bf16 peak FLOP/s by device name, for MFU (vendor datasheets, without sparsity).
-PEAK_FLOPS = {"H100": 989e12, "H200": 989e12, "H800": 989e12, "A100": 312e12, "A800": 312e12, "L40S": 362e12,
-              "A10G": 125e12, "RTX 4090": 165e12, "V100": 125e12}
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -46,75 +50,6 @@ class RunResult:
     signal: int | None = None  # the signal that interrupted the run, if any
 
 
-class StopFlag:
-    """Set by SIGTERM / SIGUSR2 (or by a launcher calling request()); read at step boundaries."""
-
-    def __init__(self):
-        self.signum: int | None = None
-
-    def request(self, signum: int = signal.SIGTERM) -> None:
-        self.signum = signum
-
-    def __bool__(self) -> bool:
-        return self.signum is not None
-
-
-@contextlib.contextmanager
-def _signals_to(flag: StopFlag, enabled: bool):
-    if not enabled or threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGUSR2)}
-    for s in previous:
-        signal.signal(s, lambda signum, frame: flag.request(signum))
-    try:
-        yield
-    finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
-
-
-def _device(train_cfg, d: Dist) -> torch.device:
-    want = train_cfg.device
-    if want == "auto":
-        want = "cuda" if torch.cuda.is_available() else "cpu"
-    if want == "cuda":
-        if not torch.cuda.is_available():
-            from study.errors import ConfigError
-            raise ConfigError("CUDA requested but no GPU is visible", key="train.device")
-        torch.cuda.set_device(d.rank % torch.cuda.device_count())
-        return torch.device("cuda", torch.cuda.current_device())
-    return torch.device("cpu")
-
-
-def _precision(train_cfg, device: torch.device) -> str:
-    if train_cfg.precision == "auto":
-        return "bf16" if device.type == "cuda" else "fp32"  # bf16 is many times slower than fp32 on CPUs
-    return train_cfg.precision
-
-
-def _peak_flops(device: torch.device) -> float | None:
-    if device.type != "cuda":
-        return None
-    name = torch.cuda.get_device_name(device)
-    return next((v for k, v in PEAK_FLOPS.items() if k in name), None)
-
-
-def _rng_state() -> dict:
-    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state: dict) -> None:
-    torch.set_rng_state(state["torch"])
-    np.random.set_state(state["numpy"])
-    random.setstate(state["python"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
 def _set_alphas(model, cfg, step: int) -> None:
     model.set_alphas(prores.alphas(cfg.prores.schedule, step, cfg.model.n_layers, cfg.prores.T))
 
@@ -123,8 +58,11 @@ def train_run(cfg, root, *, axes: dict | None = None, argv: list[str] | None = N
               stop: StopFlag | None = None, handle_signals: bool = True) -> RunResult:
     """Train `cfg` into <root>/<grid>/<run-name>/, resuming if the run directory holds a checkpoint."""
     stop = stop if stop is not None else StopFlag()
-    with _signals_to(stop, handle_signals):
-        return _Trainer(cfg, Path(root), axes, argv, stop).run()
+    root = Path(root)
+    if root.exists() and not root.is_dir():
+        raise ConfigError(f"the results root {root} is a file, not a folder", key="--out")
+    with signals_to(stop, handle_signals):
+        return _Trainer(cfg, root, axes, argv, stop).run()
 
 
 class _Trainer:
@@ -137,28 +75,58 @@ class _Trainer:
 
     # ---------------------------------------------------------------------------------------------
     def run(self) -> RunResult:
-        status = self.dist.broadcast(self.rd.read_status() if self.dist.main else None)
-        if status.get("state") in FINAL_STATES:  # a result exists: never train it twice
-            return RunResult(self.rd.path, status["state"], status.get("step", 0))
+        self.device = runtime.select_device(self.cfg.train, self.dist)
+        self.precision = runtime.precision(self.cfg.train, self.device)
+        runtime.check_memory(self.cfg, self.device, self.precision, self.dist)  # before allocating or writing anything
+        self.lease = self._own()
         try:
-            self._setup()
-            return self._loop()
-        except Exception as exc:
-            if self.dist.main:
-                self.rd.write_status("failed", self.step, error=f"{type(exc).__name__}: {exc}")
-            raise
+            # Read under the lease: a result another process finished a moment ago is seen, never retrained.
+            status = self.dist.broadcast(self.rd.read_status() if self.dist.main else None)
+            if status.get("state") in FINAL_STATES:  # a result exists: never train it twice
+                return RunResult(self.rd.path, status["state"], status.get("step", 0))
+            try:
+                self._setup()
+                return self._loop()
+            except Exception as exc:
+                error = runtime.storage_error(exc) or exc
+                if self.dist.main and not (self.lease and self.lease.lost):
+                    # The disk that failed the run may refuse this too; then the released lease tells status.
+                    with contextlib.suppress(OSError):
+                        self.rd.write_status(RunStatus.FAILED, self.step, error=f"{type(error).__name__}: {error}")
+                if error is exc:
+                    raise
+                raise error from exc
+        finally:
+            if self.lease is not None:
+                self.lease.release()
+
+    def _own(self) -> lease_mod.Lease | None:
+        """Rank 0 takes the run directory's lease (one live trainer per run); every rank learns the outcome."""
+        lease, refusal = None, None
+        if self.dist.main:
+            try:
+                lease = lease_mod.Lease(self.rd.path).acquire()
+            except lease_mod.RunBusy as exc:
+                refusal = ("busy", str(exc))
+            except OSError as exc:
+                refusal = ("storage", str(runtime.storage_error(exc)))
+        refusal = self.dist.broadcast(refusal)
+        if refusal is not None:
+            raise (lease_mod.RunBusy if refusal[0] == "busy" else StorageError)(refusal[1])
+        return lease
 
     def _setup(self) -> None:
-        from study.data import TrainStream, build_tokenizer, heldout_batches
+        from study.data import build_tokenizer, heldout_batches, open_stream
         from study.model import build_model, info, init_fingerprint
 
         cfg, d = self.cfg, self.dist
-        self.device = _device(cfg.train, d)
-        self.precision = _precision(cfg.train, self.device)
         torch.manual_seed(cfg.train.seed)  # every rank builds the same initial weights
         np.random.seed(cfg.train.seed)
         random.seed(cfg.train.seed)
-        model = build_model(cfg.model)
+        if cfg.train.parallelism == "fsdp" and d.active:  # meta build: each rank materialises its shard only
+            model = parallel.build_sharded(cfg.model, cfg.train, self.device, precision=self.precision)
+        else:
+            model = build_model(cfg.model)
         self.fingerprint = init_fingerprint(model)
         if self.precision == "bf16-pure":  # the official code's mode; alpha buffers stay fp32
             for p in model.parameters():
@@ -176,8 +144,8 @@ class _Trainer:
             from study.errors import ConfigError
             raise ConfigError(f"tokenizer '{self.tok.name}' has {self.tok.vocab_size} tokens but the model's "
                               f"vocabulary is {cfg.model.vocab_size}", key="model.vocab_size")
-        self.stream = TrainStream(cfg.data, self.tok, seq_len=cfg.model.seq_len, seed=cfg.train.seed,
-                                  rank=d.rank, world_size=d.world)
+        self.stream = open_stream(cfg.data, self.tok, seq_len=cfg.model.seq_len, seed=cfg.train.seed,
+                                   rank=d.rank, world_size=d.world)
         needs_eval = cfg.eval.every > 0 or cfg.eval.at_end
         # A sharded (FSDP) model can only run forward on all ranks together: then every rank evaluates.
         self.collective_eval = cfg.train.parallelism == "fsdp" and d.active
@@ -218,15 +186,24 @@ class _Trainer:
 
     def _resume_or_start(self) -> None:
         cfg, d, rd = self.cfg, self.dist, self.rd
-        path = None
+        path, refusal, changed = None, None, {}
         if d.main:
+            ckpt.reclaim_temporary(rd.checkpoints)  # leftovers of a save that was killed or hit a full disk
             path = ckpt.latest_valid(rd.checkpoints)
+            if path is not None:
+                try:
+                    changed = self._check_identity(path)
+                except (ConfigError, CheckpointError) as exc:
+                    refusal = (type(exc).__name__, str(exc))
+        refusal = d.broadcast(refusal)
+        if refusal is not None:
+            raise (ConfigError if refusal[0] == "ConfigError" else CheckpointError)(refusal[1])
         path = d.broadcast(str(path) if path else None)
         if path is None:
             if d.main:
                 rd.write_config(cfg)
                 for name in ("metrics.jsonl", "eval.jsonl", "probes.jsonl"):  # leftovers of a run with no checkpoint
-                    rd.truncate_jsonl(name, 0)
+                    rd.truncate_jsonl(name, -1)  # all of them, step 0's probe rows too: they are written again
                 rd.write_run({
                     "run_id": run_id(cfg), "run_name": rd.path.name, "grid": cfg.grid, "axes": self.axes or {},
                     "method": cfg.method, "schedule": cfg.prores.schedule, "scale": cfg.model.scale,
@@ -235,7 +212,7 @@ class _Trainer:
                     "init_fingerprint": self.fingerprint, "provenance": provenance(self.argv),
                     "device": str(self.device), "precision": self.precision, "world_size": d.world,
                 })
-                rd.write_status("running", 0, error=None, diverged_step=None)
+                rd.write_status(RunStatus.RUNNING, 0, error=None, diverged_step=None)
             _set_alphas(self.model, cfg, 0)
             if self.probes:
                 self.probes.write(self.model, 0)
@@ -249,7 +226,7 @@ class _Trainer:
             self.optimizer.load_state_dict(files["optim"]["optimizer"])
             self.scheduler.load_state_dict(files["optim"]["scheduler"])
         trainer = files["trainer"]
-        _set_rng_state(trainer["rng"])
+        runtime.set_rng_state(trainer["rng"])
         self.stream.load_state_dict(trainer["data"])  # the same on every rank (ranks stride one global stream)
         self.step, self.tokens = files["state"]["step"], files["state"]["tokens"]
         _set_alphas(self.model, cfg, self.step)
@@ -257,10 +234,40 @@ class _Trainer:
             for name in ("metrics.jsonl", "eval.jsonl", "probes.jsonl"):
                 rd.truncate_jsonl(name, self.step)
             run = rd.read_run()
-            run.setdefault("resumes", []).append({"step": self.step, "provenance": provenance(self.argv)})
+            run.setdefault("resumes", []).append({"step": self.step, "provenance": provenance(self.argv),
+                                                  **({"changed": changed} if changed else {})})
             rd.write_run(run)
-            rd.write_status("running", self.step, error=None)
-            print(f"study: resuming {rd.path.name} from checkpoint step {self.step}", file=sys.stderr)
+            if changed:  # config.yaml says what produces the rows from here on; run.json when it changed
+                rd.write_config(cfg)
+            rd.write_status(RunStatus.RUNNING, self.step, error=None)
+            log.info("resuming %s from checkpoint step %d", rd.path.name, self.step)
+
+    def _check_identity(self, path) -> dict:
+        """Refuse to resume checkpoint `path` into this run unless it is this run's, with only bookkeeping
+        (logging, checkpoint and eval cadence) changed. Returns {key: [old, new]} of what changed."""
+        from study import config as config_mod
+
+        want = run_id(self.cfg)
+        state = json.loads((Path(path) / "state.json").read_text())
+        have = state.get("run_id")
+        if have != want:
+            raise CheckpointError(f"checkpoint {path} belongs to run {have}, not to this run ({want}); refusing to "
+                                  f"resume from it (move it away, or train into another --out)")
+        recorded = self.rd.read_run().get("run_id")
+        if recorded not in (None, want):
+            raise CheckpointError(f"{self.rd.path} holds run {recorded} (run.json), not this run ({want}); "
+                                  f"refusing to resume into it")
+        if not (self.rd.path / "config.yaml").exists():
+            return {}
+        old = self.rd.read_config()
+        diffs = config_mod.differences(old, self.cfg)
+        refused = {k: v for k, v in diffs.items() if not config_mod.may_change_on_resume(k)}
+        if refused:
+            shown = "; ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in sorted(refused.items()))
+            raise ConfigError(f"resuming {self.rd.path.name} with a different config would mix results: {shown}. "
+                              f"Only {', '.join(config_mod.RESUME_MAY_CHANGE)} may change on resume; restore the "
+                              f"old values or train into another --out", source=str(self.rd.path / "config.yaml"))
+        return diffs
 
     # ---------------------------------------------------------------------------------------------
     def _autocast(self):
@@ -305,13 +312,12 @@ class _Trainer:
         cfg, d, rd = self.cfg, self.dist, self.rd
         total = cfg.train.steps
         bar = None
-        if d.main and cfg.train.progress:
-            from tqdm.auto import tqdm
-            bar = tqdm(total=total, initial=self.step, desc=rd.path.name, unit="step", dynamic_ncols=True,
-                       file=sys.stderr)
+        if d.main:
+            bar = console.TrainProgress(rd.path.name, total, self.step, enabled=cfg.train.progress,
+                                        every=cfg.train.console_every or cfg.train.log_every)
         pending: list[tuple[int, torch.Tensor, torch.Tensor, float, int]] = []
         window_start, window_tokens = time.perf_counter(), 0
-        peak = _peak_flops(self.device)
+        peak = runtime.peak_flops(self.device)
         self.model.train()
         try:
             while self.step < total:
@@ -323,12 +329,18 @@ class _Trainer:
                 _set_alphas(self.model, cfg, self.step)
                 pending.append((self.step, loss, gnorm, lr, self.tokens))
 
-                at_eval = cfg.eval.every and self.step % cfg.eval.every == 0
-                at_probe = cfg.train.probe_every and self.step % cfg.train.probe_every == 0
-                at_ckpt = self.step % cfg.train.ckpt_every == 0 or self.step == total
+                # The final eval and probe come BEFORE the final checkpoint: a run killed after them resumes
+                # from a checkpoint that already has them and only writes 'completed' (no row twice).
+                final = self.step == total
+                at_eval = (cfg.eval.every and self.step % cfg.eval.every == 0) or (final and cfg.eval.at_end)
+                at_probe = cfg.train.probe_every and (self.step % cfg.train.probe_every == 0 or final)
+                at_ckpt = self.step % cfg.train.ckpt_every == 0 or final
                 stopping = bool(self.stop) if not d.active else (
                     self.step % cfg.train.log_every == 0 and d.any(bool(self.stop), self.device))
                 if self.step % cfg.train.log_every == 0 or at_eval or at_probe or at_ckpt or stopping:
+                    if d.any(self.dist.main and self.lease is not None and self.lease.lost, self.device):
+                        raise lease_mod.RunBusy(f"{rd.path}: another process took over this run; stopped "
+                                                f"without writing to it")
                     elapsed = time.perf_counter() - window_start
                     tps = window_tokens / elapsed if elapsed > 0 else None
                     diverged = self._flush(pending, tps, peak, bar)
@@ -343,19 +355,15 @@ class _Trainer:
                     self._save()
                 if stopping and self.step < total:
                     if d.main:
-                        rd.write_status("interrupted", self.step, signal=self.stop.signum)
-                    return RunResult(rd.path, "interrupted", self.step, self.stop.signum)
+                        rd.write_status(RunStatus.INTERRUPTED, self.step, signal=self.stop.signum)
+                    return RunResult(rd.path, RunStatus.INTERRUPTED, self.step, self.stop.signum)
         finally:
             if bar is not None:
                 bar.close()
-        if cfg.eval.at_end and not (cfg.eval.every and self.step % cfg.eval.every == 0):
-            self._evaluate()
-        if self.probes and not (cfg.train.probe_every and self.step % cfg.train.probe_every == 0):
-            self.probes.write(self.model, self.step)
         if d.main:
-            rd.write_status("completed", self.step)
+            rd.write_status(RunStatus.COMPLETED, self.step)
         d.barrier()
-        return RunResult(rd.path, "completed", self.step)
+        return RunResult(rd.path, RunStatus.COMPLETED, self.step)
 
     def _flush(self, pending, tps, peak, bar) -> int | None:
         """Write the buffered per-step rows (one host sync); return the first diverged step, if any."""
@@ -363,12 +371,12 @@ class _Trainer:
             return None
         losses = torch.stack([p[1] for p in pending]).float().cpu().tolist()
         gnorms = torch.stack([p[2] for p in pending]).float().cpu().tolist()
-        first_bad = next((p[0] for p, l in zip(pending, losses) if not math.isfinite(l) or l > self.diverge_loss),
-                         None)
+        first_bad = next((p[0] for p, l in zip(pending, losses, strict=True)
+                          if not math.isfinite(l) or l > self.diverge_loss), None)
         if self.dist.main:
             mfu = (tps * self.info["flops_per_token"] / peak) if (peak and tps) else None
             alpha = self.model.alphas().tolist()
-            for (step, _, _, lr, tokens), l, g in zip(pending, losses, gnorms):
+            for (step, _, _, lr, tokens), l, g in zip(pending, losses, gnorms, strict=True):
                 self.rd.append_jsonl("metrics.jsonl", {
                     "step": step, "loss": l, "lr": lr, "grad_norm": g, "tokens": tokens,
                     "tokens_per_s": tps, "mfu": mfu,
@@ -376,22 +384,20 @@ class _Trainer:
                 if first_bad is not None and step >= first_bad:
                     break
             if bar is not None:
-                bar.update(pending[-1][0] - bar.n)
-                bar.set_postfix(loss=f"{losses[-1]:.3f}", tok_s=f"{tps:,.0f}" if tps else "-")
+                bar.update(pending[-1][0], loss=losses[-1], lr=pending[-1][3], tokens_per_s=tps, mfu=mfu)
         return first_bad
 
     def _end_diverged(self, step: int) -> RunResult:
         if self.dist.main:
-            self.rd.write_status("diverged", step, diverged_step=step,
+            self.rd.write_status(RunStatus.DIVERGED, step, diverged_step=step,
                                  error=f"loss not finite or above {self.diverge_loss:.3g} at step {step}")
-            print(f"study: {self.rd.path.name} diverged at step {step}", file=sys.stderr)
+            log.warning("%s diverged at step %d", self.rd.path.name, step)
         self.dist.barrier()
-        return RunResult(self.rd.path, "diverged", step)
+        return RunResult(self.rd.path, RunStatus.DIVERGED, step)
 
     def _evaluate(self) -> None:
         """Held-out perplexity through the same function as `study eval`, so the two rows agree exactly."""
         if self.heldout and (self.dist.main or self.collective_eval):
-            from study.evaluate.perplexity import eval_row
             dtype = torch.bfloat16 if self.precision == "bf16" else None
             row = eval_row(self.model, self.heldout, step=self.step, data_cfg=self.cfg.data,
                            seq_len=self.cfg.model.seq_len, source="train", device=self.device, dtype=dtype)
@@ -406,20 +412,20 @@ class _Trainer:
             state = {"step": self.step, "tokens": self.tokens, "alpha": self.model.alphas().tolist(),
                      "run_id": run_id(self.cfg), "world_size": self.dist.world}
             sharded.save(self.rd.checkpoints, self.step, dist=self.dist, model=self.model, optimizer=self.optimizer,
-                         trainer_state={"rng": _rng_state(), "data": data_state,
+                         trainer_state={"rng": runtime.rng_state(), "data": data_state,
                                         "scheduler": self.scheduler.state_dict()},
                          state={**state, "sharded": True}, keep=self.cfg.train.keep_checkpoints)
             if self.dist.main:
-                self.rd.write_status("running", self.step, checkpoint_step=self.step)
+                self.rd.write_status(RunStatus.RUNNING, self.step, checkpoint_step=self.step)
             self.dist.barrier()
             return
         if self.dist.main:
             ckpt.save(self.rd.checkpoints, self.step,
                       model_state=self.model.state_dict(),
                       optim_state={"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict()},
-                      trainer_state={"rng": _rng_state(), "data": data_state},
+                      trainer_state={"rng": runtime.rng_state(), "data": data_state},
                       state={"step": self.step, "tokens": self.tokens, "alpha": self.model.alphas().tolist(),
                              "run_id": run_id(self.cfg), "world_size": self.dist.world},
                       keep=self.cfg.train.keep_checkpoints)
-            self.rd.write_status("running", self.step, checkpoint_step=self.step)
+            self.rd.write_status(RunStatus.RUNNING, self.step, checkpoint_step=self.step)
         self.dist.barrier()

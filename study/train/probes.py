@@ -7,10 +7,11 @@ attention and FFN branch outputs, its alpha); probes/step_XXXXXXX.pt keeps the b
 
 from __future__ import annotations
 
-import os
+import io
 
 import torch
 
+from study.fsutil import atomic_write_bytes
 from study.train.checkpoint import step_dir_name
 
 
@@ -36,6 +37,6 @@ class ProbeWriter:
             })
         folder = self.rd.path / "probes"
         folder.mkdir(exist_ok=True)
-        tmp = folder / f".{step_dir_name(step)}.pt.tmp-{os.getpid()}"
-        torch.save({"step": step, "branch": out["branch"].detach().to("cpu", torch.float16)}, tmp)
-        os.replace(tmp, folder / f"{step_dir_name(step)}.pt")
+        buffer = io.BytesIO()
+        torch.save({"step": step, "branch": out["branch"].detach().to("cpu", torch.float16)}, buffer)
+        atomic_write_bytes(folder / f"{step_dir_name(step)}.pt", buffer.getvalue(), fsync=False)
