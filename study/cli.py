@@ -1,7 +1,8 @@
 """The `study` command: one subcommand per module in study/commands/.
 
 User errors (StudyError and subclasses) print one line and exit with their code (2 for bad config/grid);
-anything else is a bug and keeps its traceback.
+anything else is a bug and keeps its traceback. `-v/--verbose` and `-q/--quiet` (before the subcommand) set how
+much the library logs (study/console.py); a command's own result (a table, JSON) always goes to stdout.
 """
 
 from __future__ import annotations
@@ -10,10 +11,12 @@ import argparse
 import importlib
 import sys
 
+from study import console
 from study.errors import StudyError
 
 # Order here is the order in `study --help`.
-COMMANDS = ("quickstart", "train", "run", "submit", "status", "grid", "eval", "collect", "figures", "schedule", "info")
+COMMANDS = ("quickstart", "train", "run", "submit", "status", "grid", "eval", "collect", "figures", "schedule", "info",
+            "data")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -24,6 +27,12 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="study", description="ProRes study: train, dispatch, evaluate and plot.")
+    loudness = parser.add_mutually_exclusive_group()
+    loudness.add_argument("-v", "--verbose", action="store_const", dest="verbosity", const=console.VERBOSE,
+                          default=console.NORMAL,
+                          help="debug lines, and other libraries' logs and progress bars (off by default)")
+    loudness.add_argument("-q", "--quiet", action="store_const", dest="verbosity", const=console.QUIET,
+                          help="warnings and errors only")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     for name in COMMANDS:
         try:
@@ -39,13 +48,14 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    console.setup(args.verbosity)
     try:
         return int(args.func(args) or 0)
     except StudyError as exc:
-        print(f"study: error: {exc}", file=sys.stderr)
+        console.log.error("%s", exc)
         return exc.exit_code
     except KeyboardInterrupt:
-        print("study: interrupted", file=sys.stderr)
+        console.log.warning("interrupted")
         return 130
 
 

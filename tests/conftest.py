@@ -14,6 +14,33 @@ REPO = Path(__file__).resolve().parents[1]
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
 
+def pytest_addoption(parser):
+    parser.addoption("--install-slurm", action="store_true", default=False,
+                     help="apt-get install slurm-wlm, munge, slurmdbd and mariadb-server when missing (as root), so "
+                          "the SLURM tests can start a real cluster; without it they use an installed SLURM or skip")
+
+
+# Test tiers (markers declared in pyproject.toml). Besides explicit marks on single tests, whole modules and the
+# fixtures that train real runs make a test slow or multi-process; they are listed here, in one place.
+MULTIPROCESS_MODULES = {"test_fsdp.py", "test_fsdp_meta.py", "test_fsdp_compile.py"}
+SLOW_MODULES = {"test_resume.py", "test_train.py", "test_notebooks.py", "test_slurm.py"}
+SLOW_FIXTURES = {"tiny_results_root", "prores_run", "reference", "executed"}  # each trains or executes for real
+SLOW_TESTS = {"test_debug_executor_runs_cells_in_process_and_never_twice"}  # trains several cells in process
+MULTIPROCESS_TESTS = {"test_local_executor_preempted_with_usr2_requeues_and_resumes_bit_identical",
+                      "test_local_executor_two_gloo_processes_match_one_process"}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        module = item.path.name
+        if module in MULTIPROCESS_MODULES or item.originalname in MULTIPROCESS_TESTS:
+            item.add_marker(pytest.mark.multiprocess)
+        params = getattr(getattr(item, "callspec", None), "params", {})  # fixtures chosen by parametrize
+        used = set(getattr(item, "fixturenames", ())) | {v for v in params.values() if isinstance(v, str)}
+        if module in SLOW_MODULES or item.originalname in SLOW_TESTS or SLOW_FIXTURES & used:
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture(scope="session")
 def cache_dir(tmp_path_factory) -> Path:
     """One tokenizer/token cache for the whole session (the default BPE trains once)."""

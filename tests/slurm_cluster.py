@@ -21,13 +21,15 @@ running it is reused and left alone at stop.
 stops daemons whose pid file this module wrote (`<state>/run/*.pid`, and `owned-munged` for munge), SIGTERM
 then SIGKILL after a grace period, after cancelling the jobs left on the cluster.
 
-Installation: if a binary is missing and we are root, ``apt-get install -y slurm-wlm munge slurmdbd
-mariadb-server`` runs non-interactively (with a temporary policy-rc.d so that no service auto-starts). Any failure
-raises `ClusterUnavailable` with the reason; the tests turn that into a visible skip.
+Installation, only when asked (``start(install=True)``; the tests pass pytest's ``--install-slurm``, which the
+README's test command and .ci/run give): if a binary is missing and we are root, ``apt-get install -y slurm-wlm
+munge slurmdbd mariadb-server`` runs non-interactively (with a temporary policy-rc.d so that no service
+auto-starts). Any failure raises `ClusterUnavailable` with the reason; the tests turn that into a visible skip.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pwd
@@ -176,10 +178,8 @@ def _stop_pid(pid: int, name: str, grace: float = 20.0) -> bool:
             return True
         time.sleep(0.1)
     _log(f"{name} (pid {pid}) ignored SIGTERM for {grace:.0f}s: SIGKILL")
-    try:
+    with contextlib.suppress(ProcessLookupError):  # it exited meanwhile
         os.kill(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
     return True
 
 
@@ -432,7 +432,7 @@ def _mem_total_mb() -> int:
     return 4096
 
 
-def start(state_dir: str | Path | None = None, *, install: bool = True, activate: bool = True) -> Cluster:
+def start(state_dir: str | Path | None = None, *, install: bool = False, activate: bool = True) -> Cluster:
     """Install if missing, configure and start every daemon not yet running. Raises ClusterUnavailable.
 
     The returned Cluster's `.started` lists the daemons this call started (empty if all were running).

@@ -17,8 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_launch import (assert_identical, final_weights, grid_file, losses, read_status,
-                               run_reference)
+from tests.test_launch import assert_identical, final_weights, grid_file, losses, read_status, run_reference
 
 pytestmark = pytest.mark.slurm
 
@@ -30,11 +29,15 @@ SUBMIT_OPTS = ["--cluster", "slurm", "--cpus-per-task", "1", "--mem-gb", "1", "-
 
 
 @pytest.fixture(scope="session")
-def slurm_cluster():
+def slurm_cluster(request):
     from tests import slurm_cluster as sc
 
+    install = request.config.getoption("--install-slurm")
+    if not install and sc.missing_binaries():
+        pytest.skip(f"SLURM is not installed (missing {', '.join(sc.missing_binaries())}): pass --install-slurm to "
+                    f"apt-get install {' '.join(sc.PACKAGES)} as root (the README's test command does)")
     try:
-        cluster = sc.start()
+        cluster = sc.start(install=install)
     except sc.ClusterUnavailable as exc:
         msg = f"SLURM test cluster unavailable: {exc}"
         print(msg, file=sys.stderr, flush=True)
@@ -80,7 +83,8 @@ def array_run(slurm_cluster, tmp_path_factory, cache_dir):
     from study.data import TrainStream, build_tokenizer
 
     cfg = cells[0].config
-    TrainStream(cfg.data, build_tokenizer(cfg.data, vocab_size=cfg.model.vocab_size), seq_len=cfg.model.seq_len, seed=cfg.train.seed)
+    TrainStream(cfg.data, build_tokenizer(cfg.data, vocab_size=cfg.model.vocab_size), seq_len=cfg.model.seq_len,
+                seed=cfg.train.seed)
 
     t0 = time.monotonic()
     res = _study("submit", str(path), "--out", str(root), *SUBMIT_OPTS)
@@ -136,7 +140,7 @@ def test_one_array_of_four_tasks(array_run):
     rows = [ln.split("|") for ln in _sh("sacct", "-X", "-n", "-P", "-o", "JobID,State", "-j", array_id).split()]
     assert sorted(r[0] for r in rows) == [f"{array_id}_{i}" for i in range(4)], rows
     assert all(r[1] == "COMPLETED" for r in rows), rows
-    for i, c in enumerate(cells):  # each run's provenance names its array task
+    for _i, c in enumerate(cells):  # each run's provenance names its array task
         prov = json.loads((c.run_dir(array_run["root"]) / "run.json").read_text())["provenance"]
         assert prov["slurm_array_job_id"] == array_id
         assert read_status(c.run_dir(array_run["root"]))["job_id"] == record["jobs"][c.run_id]
@@ -190,3 +194,54 @@ def test_resubmitting_the_finished_grid_runs_nothing(array_run):
     assert _sh("sacct", "-X", "-n", "-P", "-o", "JobID") == jobs_before
     assert len(list((root / "slurmtest" / ".submissions").glob("*.json"))) == 1
     assert metrics == {c.run_id: (c.run_dir(root) / "metrics.jsonl").read_bytes() for c in array_run["cells"]}
+
+
+def _wait(predicate, what: str, root: Path, timeout: float = 300) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out waiting for {what}\n{_logs(root)}")
+        time.sleep(0.2)
+
+
+def test_hard_killed_and_queue_cancelled_cells_are_resubmitted_by_a_plain_submit(slurm_cluster, tmp_path,
+                                                                                 cache_dir):
+    """A task killed without the trainer recording anything (SIGKILL, as the OOM killer or a node failure does)
+    reads 'interrupted' and a plain `study submit` resumes it; a task cancelled while still queued reads
+    'pending' and is submitted again. Neither needs --rerun-failed."""
+    from study.grid import load_grid
+
+    path = grid_file(tmp_path, cache_dir, name="slurmtest", lrs=(1e-3,),
+                     **{"train.steps": STEPS, "train.ckpt_every": 10, "train.log_every": 5, "eval.every": 0,
+                        "eval.tokens": 2048})
+    (cell,) = load_grid(path).cells()
+    root, run = tmp_path / "results", cell.run_dir(tmp_path / "results")
+    res = _study("submit", str(path), "--out", str(root), *SUBMIT_OPTS)
+    assert res.returncode == 0, res.stderr + res.stdout
+    _wait(lambda: read_status(run).get("checkpoint_step", 0) >= 10, "a first checkpoint", root)
+    job = read_status(run)["job_id"]
+    subprocess.run(["scancel", "--signal=KILL", f"{job}.0"], check=True, timeout=30)  # the trainer's step
+    _wait(lambda: not _sh("squeue", "-h", "-j", str(job).split("_")[0]).strip(), "the job to end", root)
+    status = json.loads(_study("status", str(path), "--out", str(root), "--json").stdout)
+    (row,) = status["runs"]
+    assert row["state"] == "interrupted", row
+    res = _study("submit", str(path), "--out", str(root), *SUBMIT_OPTS)  # no --rerun-failed
+    assert res.returncode == 0 and "1 to submit" in res.stdout, res.stdout + res.stderr
+    _wait(lambda: read_status(run).get("state") == "completed", "the resubmitted cell", root, timeout=420)
+    assert [s for s, _ in losses(run)] == list(range(5, STEPS + 1, 5))  # every logged step once
+
+    # Cancelled while queued: held back by --begin, then scancel'ed before it ever started.
+    queued = grid_file(tmp_path / "q", cache_dir, name="slurmtest-q", lrs=(2e-3,), **{"train.steps": 5})
+    profile = tmp_path / "later.yaml"
+    profile.write_text("additional: {begin: now+1hour}\n")
+    res = _study("submit", str(queued), "--out", str(root), "--profile", str(profile), *SUBMIT_OPTS)
+    assert res.returncode == 0, res.stderr + res.stdout
+    (qcell,) = load_grid(queued).cells()
+    qjob = read_status(qcell.run_dir(root))["job_id"]
+    subprocess.run(["scancel", str(qjob)], check=True, timeout=30)
+    _wait(lambda: "CANCELLED" in _sh("sacct", "-X", "-n", "-o", "State", "-j", str(qjob).split("_")[0]),
+          "sacct to record the cancellation", root, timeout=60)
+    (row,) = json.loads(_study("status", str(queued), "--out", str(root), "--json").stdout)["runs"]
+    assert row["state"] == "pending" and "before the run started" in row["error"], row
+    res = _study("submit", str(queued), "--out", str(root), "--dry-run", *SUBMIT_OPTS)
+    assert "1 to submit" in res.stdout, res.stdout

@@ -12,7 +12,7 @@ def _step(value: str):
     try:
         step = int(value)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"--step must be an integer or 'latest', got {value!r}")
+        raise argparse.ArgumentTypeError(f"--step must be an integer or 'latest', got {value!r}") from None
     if step < 0:
         raise argparse.ArgumentTypeError("--step must be >= 0")
     return step
@@ -22,7 +22,7 @@ def _positive(value: str) -> int:
     try:
         n = int(value)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value!r}")
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value!r}") from None
     if n < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {value!r}")
     return n
@@ -67,6 +67,9 @@ def run(args) -> int:
         rd = RunDir(args.run_dir)
         configured = rd.read_config().eval.lm_eval_tasks if rd.exists() else []
         tasks = ",".join(configured) if configured else "paper"
+    if tasks not in ("none", ""):
+        from study.extras import require_extra
+        require_extra("eval", "study eval with lm-eval tasks (--tasks none: held-out perplexity only)")
     outcome = evaluate_run(args.run_dir, step=args.step, tasks=tasks, limit=args.limit,
                            batch_size=args.batch_size, tokens=args.tokens, data_dir=args.data_dir,
                            ppl=not args.no_ppl, device=args.device, dtype=args.dtype,

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import logging
 import sys
-import traceback
 from collections import Counter
 from pathlib import Path
 
 from study import grid as grid_mod
+from study.errors import StudyError
 from study.results import FINAL_STATES
+
+log = logging.getLogger(__name__)
 
 
 def register(subparsers) -> None:
@@ -31,10 +34,13 @@ def run(args) -> int:
     grid = grid_mod.load_grid(args.grid)
     cells = grid.select(args.where, args.only)
     root = Path(args.out)
+    if root.exists() and not root.is_dir():
+        from study.errors import ConfigError
+        raise ConfigError(f"the results root {root} is a file, not a folder", key="--out")
     if not cells:
         print(f"{grid.source}: no cells selected")
         return 0
-    print(f"{grid.name}: {len(cells)} of {len(grid.all_cells)} cells -> {root / grid.name}/")
+    log.info("%s: %d of %d cells -> %s/", grid.name, len(cells), len(grid.all_cells), root / grid.name)
     summary = run_cells(cells, root, dry_run=args.dry_run)
     return 1 if (summary["failed"] or summary["interrupted"]) else 0
 
@@ -48,30 +54,37 @@ def run_cells(cells, root: Path, *, dry_run: bool = False) -> Counter:
         state = status.get("state")
         head = f"[{i}/{len(cells)}] {cell.run_name} ({cell.run_id})"
         if state in FINAL_STATES:
-            print(f"{head}: skip ({state})")
+            log.info("%s: skip (%s)", head, state)
             summary[f"skipped ({state})"] += 1
             continue
         if dry_run:
             action = "would run" if not state else f"would resume ({state} at step {status.get('step', 0)})"
-            print(f"{head}: {action}")
+            print(f"{head}: {action}")  # the dry run's result: stdout
             summary["would run"] += 1
             continue
         if train_run is None:
             from study.train import train_run  # lazily: torch and the data stack load only when training
-        print(f"{head}: {'run' if not state else f'resume ({state})'}", flush=True)
+        log.info("%s: %s", head, "run" if not state else f"resume ({state})")
         try:
             result = train_run(cell.config, root, axes=cell.axes, argv=sys.argv)
         except KeyboardInterrupt:
             raise
-        except Exception as exc:  # one broken cell must not stop the others; its status.json says failed
-            traceback.print_exc()
-            print(f"{head}: failed ({type(exc).__name__}: {exc})", flush=True)
+        except StudyError as exc:  # a user-facing error: one line; its status.json says failed
+            if type(exc).__name__ == "RunBusy":  # another live process trains this cell: leave it to that one
+                log.warning("%s: skip (busy): %s", head, exc)
+                summary["skipped (busy)"] += 1
+                continue
+            log.error("%s: failed: %s", head, exc)
             summary["failed"] += 1
             continue
-        print(f"{head}: {result.state} at step {getattr(result, 'step', '?')}  {result.run_dir}", flush=True)
+        except Exception as exc:  # a bug: keep its traceback, but one broken cell must not stop the others
+            log.exception("%s: failed (%s: %s)", head, type(exc).__name__, exc)
+            summary["failed"] += 1
+            continue
+        log.info("%s: %s at step %s", head, result.state, getattr(result, "step", "?"))
         summary[result.state] += 1
         if result.state == "interrupted":  # a signal asked us to stop: do not start the next cell
-            print("interrupted: not starting further cells (run the same command again to resume)")
+            log.warning("interrupted: not starting further cells (run the same command again to resume)")
             break
     print("summary: " + ", ".join(f"{n} {state}" for state, n in sorted(summary.items())))
     return summary

@@ -99,6 +99,8 @@ def run(args) -> int:
     steps = parse_steps(args.steps, W)
     rows = prores.table(name, steps, args.layers, T)
     if args.plot:
+        from study.extras import require_extra
+        require_extra("figures", "study schedule --plot")
         plot(name, args.layers, T).savefig(args.plot, dpi=120)
     if args.json:
         print(json.dumps(rows))
