@@ -13,8 +13,9 @@ How runs fill cells (the same rule everywhere):
 - which run: completed runs (a diverged run shows 'diverged'; running/failed/partial runs are ignored); among
   several candidates, runs of the table's preferred grid first, then the lowest perplexity (the paper reports
   each method at its best searched LR). `n_candidates` says how many runs matched. Where the picked run has
-  seed siblings (runs equal to it but for train.seed) in Tables 2, 6 and 7, ours is their mean, shown as
-  'mean ± half-width (n=k)' with the 95% t interval over seeds.
+  completed seed siblings (runs equal to it but for train.seed), ours is their mean, shown as
+  'mean ± half-width (n=k)' with the 95% t interval over seeds (n = the seeds that have the cell's value; Table
+  3's Avg is the mean over seeds of each seed's ten-task average).
 - ClimbMix: a run whose config mentions ClimbMix (data.*) or whose eval dataset does belongs to Table 7 only.
 """
 
@@ -113,21 +114,33 @@ def _ours_ppl(row) -> tuple[float, str]:
     return float(v), f"{v:.2f}"
 
 
-def _seed_mean(row, cands: pd.DataFrame, value: float, text: str) -> tuple[float, str]:
-    """The picked run's value, or, when runs equal to it but for train.seed completed too, their mean shown as
-    'mean ± half-width (n=k)' (95% t interval of the mean over seeds)."""
-    if row is None or not isinstance(value, float) or not math.isfinite(value):
-        return value, text
+def _seed_siblings(row, cands: pd.DataFrame) -> pd.DataFrame:
+    """The completed candidates equal to the picked run but for train.seed (itself included); empty when the
+    picked run is not a completed one (a diverged pick stands alone)."""
     done = cands[cands["state"] == "completed"]
+    if row is None or done.empty:
+        return done.iloc[:0]
     keys = analysis.seed_group_keys(done)
     own = keys[done["run_id"] == row["run_id"]]
-    if own.empty:
-        return value, text
-    group = pd.to_numeric(done.loc[keys == own.iloc[0], "final_eval_ppl"], errors="coerce")
-    stats = analysis.paired_interval(group)
+    return done.iloc[:0] if own.empty else done[keys == own.iloc[0]]
+
+
+def _over_seeds(values, value: float, text: str) -> tuple[float, str]:
+    """(mean, 'mean ± half-width (n=k)') of per-seed values (95% t interval of the mean) when k >= 2 seeds have
+    one; otherwise the picked run's own (value, text)."""
+    stats = analysis.paired_interval(values)
     if stats["n"] < 2:
         return value, text
     return stats["mean"], f"{stats['mean']:.2f} ± {stats['half_width']:.2f} (n={stats['n']})"
+
+
+def _seed_mean(row, cands: pd.DataFrame, value: float, text: str) -> tuple[float, str]:
+    """The picked run's perplexity, or, when runs equal to it but for train.seed completed too, their mean shown
+    as 'mean ± half-width (n=k)' (95% t interval of the mean over seeds)."""
+    if row is None or not isinstance(value, float) or not math.isfinite(value):
+        return value, text
+    group = _seed_siblings(row, cands)
+    return _over_seeds(pd.to_numeric(group["final_eval_ppl"], errors="coerce"), value, text)
 
 
 def _diff(paper, ours) -> float:
@@ -314,21 +327,27 @@ def table_3(collection, out_dir, *, scales: dict | None = None, prefer_grid: str
     cols = list(tasks) + ["avg"]
     picked = {}
 
+    def avg(lm_run):
+        vals = [_task_value(lm_run, tasks[c])[0] for c in tasks]
+        return float(np.mean(vals)) if all(np.isfinite(vals)) else np.nan
+
     def find(r, col):
         key = (r["method"], r["prores"])
         if key not in picked:
             cands = runs[(runs["paper_method"] == r["method"]) & ((runs["schedule"] == "linear") == r["prores"])]
-            picked[key] = _pick(cands, prefer_grid)
-        row, n = picked[key]
+            row, n = _pick(cands, prefer_grid)
+            picked[key] = row, n, _seed_siblings(row, cands)["run_id"].astype(str).tolist()
+        row, n, seeds = picked[key]
         if row is None:
             return np.nan, EMPTY, None, 0, {"metric": None}
         lr_ = lm[lm["run_id"] == str(row["run_id"])]
         if col == "avg":
-            vals = [_task_value(lr_, tasks[c])[0] for c in tasks]
-            v = float(np.mean(vals)) if all(np.isfinite(vals)) else np.nan
-            return v, _fmt(v), row["run_id"], n, {"metric": "mean"}
+            v = avg(lr_)
+            v, text = _over_seeds([avg(lm[lm["run_id"] == s]) for s in seeds], v, _fmt(v))
+            return v, text, row["run_id"], n, {"metric": "mean"}
         v, metric = _task_value(lr_, tasks[col])
-        return v, _fmt(v), row["run_id"], n, {"metric": metric}
+        v, text = _over_seeds([_task_value(lm[lm["run_id"] == s], tasks[col])[0] for s in seeds], v, _fmt(v))
+        return v, text, row["run_id"], n, {"metric": metric}
 
     tidy = _fill(ref, ["method", "prores"], cols, find)
     display = _display(tidy, [("method", "Method"), ("prores", "ProRes")], cols, None)
@@ -351,7 +370,9 @@ def table_4(collection, out_dir, *, scales: dict | None = None, prefer_grid: str
             return np.nan, EMPTY, None, 0, {}
         names, metric = TABLE4_TASKS[col]
         v, _ = _task_value(lm[lm["run_id"] == str(row["run_id"])], names, metric)
-        return v, _fmt(v), row["run_id"], n, {}
+        seeds = _seed_siblings(row, cands)["run_id"].astype(str)
+        v, text = _over_seeds([_task_value(lm[lm["run_id"] == s], names, metric)[0] for s in seeds], v, _fmt(v))
+        return v, text, row["run_id"], n, {}
 
     tidy = _fill(ref, ["method", "prores"], list(TABLE4_TASKS), find)
     display = _display(tidy, [("method", "Method"), ("prores", "ProRes")], list(TABLE4_TASKS),

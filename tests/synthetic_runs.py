@@ -36,10 +36,12 @@ PAPER_TASKS = ("piqa", "social_iqa", "hellaswag", "winogrande", "arc_easy", "arc
 NO_ACC_NORM = ("social_iqa", "winogrande", "race", "lambada_openai", "mmlu")  # lm-eval: acc only
 
 
-def _cfg(*, grid, method, scale, schedule="none", T=None, steps=STEPS, data=None, probe_every=0, lr=None):
+def _cfg(*, grid, method, scale, schedule="none", T=None, steps=STEPS, data=None, probe_every=0, lr=None,
+         train_seed=None):
     raw = {"method": method, "recipe": "paper", "grid": grid, "model": {"scale": scale},
            "prores": {"schedule": schedule, **({"T": T} if T is not None else {})},
-           "train": {"steps": steps, "log_every": 1, "probe_every": probe_every},
+           "train": {"steps": steps, "log_every": 1, "probe_every": probe_every,
+                     **({"seed": train_seed} if train_seed is not None else {})},
            "eval": {"every": EVAL_EVERY}}
     if data:
         raw["data"] = data
@@ -69,14 +71,15 @@ def write_run(root, *, grid: str, method: str, scale: str, schedule: str = "none
               data: dict | None = None, eval_dataset: str = "default", probes: bool = False,
               lm_eval: dict | None = None, lr: float | None = None, truncate_metrics: bool = False,
               no_status: bool = False, no_run_json: bool = False, corrupt_config: bool = False,
-              error: str | None = None) -> Path:
+              error: str | None = None, train_seed: int | None = None) -> Path:
     """One run directory. The train loss decays to log(final_ppl) - 0.05; eval loss ends at log(final_ppl).
 
     spikes: number of single-step loss spikes (+3.0) and grad-norm spikes (x20) placed inside 10-90% of training.
     diverge_at: the loss turns NaN from this step on (state 'diverged'); upto: last written step.
+    seed: seeds only the synthetic noise; train_seed sets the config's train.seed (a seed sibling: another run id).
     """
     cfg = _cfg(grid=grid, method=method, scale=scale, schedule=schedule, T=T, steps=steps, data=data,
-               probe_every=PROBE_EVERY if probes else 0, lr=lr)
+               probe_every=PROBE_EVERY if probes else 0, lr=lr, train_seed=train_seed)
     rid = config.run_id(cfg)
     name = f"{method}-{schedule}-{scale}-{rid[:6]}"
     run = Path(root) / grid / name

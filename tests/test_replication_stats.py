@@ -220,3 +220,45 @@ def test_replication_and_budget_grids_are_paired_by_seed():
         hours = sum(estimate(c)["gpu_hours"] for c in g.cells())
         assert hours <= 8 * 24  # one 8-GPU node for a day, at the estimate's MFU
         assert f"{hours:.0f} GPU-hours" in g.description.replace(",", "")  # the file states what grid show says
+
+
+def test_tables_3_and_4_show_the_mean_over_seeds(tmp_path):
+    """Three seeds of Pre-LN + ProRes at 1.3B with known lm-eval scores: each Table 3/4 cell is their mean ± the
+    95% t half-width (n=3), Avg the mean of the per-seed ten-task averages; the one-seed baseline stays plain."""
+    from paper_figures.tables import table_3, table_4
+    from study.collect import collect
+    from tests.synthetic_runs import PAPER_TASKS, write_run
+
+    base = {task: 60.0 + i for i, task in enumerate(PAPER_TASKS)}  # piqa 60, ..., mmlu 69
+    deltas = [0.0, 1.0, 2.5]
+    root = tmp_path / "results"
+    for s, dl in enumerate(deltas):
+        lm = {**{t: v + dl for t, v in base.items()}, "wikitext": 20.0 + dl, "lambada_ppl": 30.0 + dl}
+        write_run(root, grid="main", method="pre-ln", scale="1.3b", schedule="linear", T=2, steps=200,
+                  train_seed=s, seed=s, lm_eval=lm)
+    write_run(root, grid="main", method="pre-ln", scale="1.3b", steps=200, train_seed=0,
+              lm_eval={"piqa": 65.0, "wikitext": 25.0, "lambada_ppl": 35.0})
+    col = collect(root)
+    assert col.runs["cfg.train.seed"].nunique() == 3 and len(col.runs) == 4
+
+    mean, hw = np.mean(deltas), 4.302653 * np.std(deltas, ddof=1) / np.sqrt(3)
+    cell = lambda v: f"{v + mean:.2f} ± {hw:.2f} (n=3)"  # noqa: E731
+    t3 = table_3(col, tmp_path / "figs")
+    d3 = t3.data.set_index(["method", "prores", "column"])
+    for column, value in (("piqa", 60.0), ("siqa", 61.0), ("mmlu", 69.0), ("avg", np.mean(list(base.values())))):
+        assert d3.loc[("Pre-LN", True, column), "ours"] == pytest.approx(value + mean)
+        assert d3.loc[("Pre-LN", True, column), "ours_text"] == cell(value)
+    assert d3.loc[("Pre-LN", False, "piqa"), "ours_text"] == "65.00"          # one seed: the plain value
+    assert d3.loc[("Pre-LN", False, "piqa"), "ours"] == pytest.approx(65.0)
+    assert d3.loc[("Pre-LN", False, "avg"), "ours_text"] == "—"              # nine tasks missing
+    assert cell(60.0) in t3.markdown and cell(60.0) in t3.latex
+
+    t4 = table_4(col, tmp_path / "figs")
+    d4 = t4.data.set_index(["method", "prores", "column"])
+    assert d4.loc[("Pre-LN", True, "wikitext"), "ours_text"] == cell(20.0)
+    assert d4.loc[("Pre-LN", True, "lambada"), "ours_text"] == cell(30.0)
+    assert d4.loc[("Pre-LN", True, "wikitext"), "diff"] == pytest.approx(
+        20.0 + mean - d4.loc[("Pre-LN", True, "wikitext"), "paper"])
+    assert d4.loc[("Pre-LN", False, "wikitext"), "ours_text"] == "25.00"
+    assert d4.loc[("Pre-LN", False, "lambada"), "ours_text"] == "35.00"
+    assert cell(20.0) in t4.markdown and cell(20.0) in t4.latex
