@@ -175,7 +175,8 @@ def test_preempted_cell_was_requeued_and_resumed_bit_identical(array_run):
     assert len(resumes) == 1 and 10 <= resumes[0]["step"] < STEPS, resumes
     assert resumes[0]["provenance"]["slurm_array_task_id"] == "0"
     err = "".join(p.read_text() for p in (root / "slurmtest" / ".submitit").rglob(f"{job0}_0_log.err"))
-    assert "Caught signal SIGUSR2" in err and "requeueing to resume from the checkpoint" in err
+    # our own line (submitit's INFO lines are off in a job log): the signal SLURM sent, and the requeue
+    assert "preempted or timed out (SIGUSR2): requeueing to resume from the checkpoint" in err
     assert f"resuming {run.name} from checkpoint step {resumes[0]['step']}" in err
     assert_identical(final_weights(run), final_weights(array_run["reference"]))
     assert losses(run) == losses(array_run["reference"])
@@ -228,9 +229,10 @@ def test_hard_killed_and_queue_cancelled_cells_are_resubmitted_by_a_plain_submit
     res = _study("submit", str(path), "--out", str(root), *SUBMIT_OPTS)  # no --rerun-failed
     assert res.returncode == 0 and "1 to submit" in res.stdout, res.stdout + res.stderr
     _wait(lambda: read_status(run).get("state") == "completed", "the resubmitted cell", root, timeout=420)
-    assert [s for s, _ in losses(run)] == list(range(5, STEPS + 1, 5))  # every logged step once
+    assert [s for s, _ in losses(run)] == list(range(1, STEPS + 1))  # one row per step, none twice
 
     # Cancelled while queued: held back by --begin, then scancel'ed before it ever started.
+    (tmp_path / "q").mkdir()
     queued = grid_file(tmp_path / "q", cache_dir, name="slurmtest-q", lrs=(2e-3,), **{"train.steps": 5})
     profile = tmp_path / "later.yaml"
     profile.write_text("additional: {begin: now+1hour}\n")

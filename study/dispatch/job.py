@@ -179,7 +179,8 @@ class TrainCell(Checkpointable):
                 and (env is None or env.global_rank == 0)):
             # The checkpoint is on disk; now do what submitit does on its preemption signal: checkpoint() gives a
             # fresh TrainCell, submitit dumps it, requeues the job and exits (SystemExit propagates).
-            log.warning("preempted or timed out: requeueing to resume from the checkpoint")
+            log.warning("preempted or timed out (%s): requeueing to resume from the checkpoint",
+                        signal.Signals(usr_sig).name)
             import subprocess
 
             # Committed to requeueing: a repeated signal (SLURM may deliver SIGUSR2 more than once, and
