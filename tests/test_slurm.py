@@ -223,9 +223,13 @@ def test_hard_killed_and_queue_cancelled_cells_are_resubmitted_by_a_plain_submit
     job = read_status(run)["job_id"]
     subprocess.run(["scancel", "--signal=KILL", f"{job}.0"], check=True, timeout=30)  # the trainer's step
     _wait(lambda: not _sh("squeue", "-h", "-j", str(job).split("_")[0]).strip(), "the job to end", root)
-    status = json.loads(_study("status", str(path), "--out", str(root), "--json").stdout)
-    (row,) = status["runs"]
-    assert row["state"] == "interrupted", row
+    def state():
+        (row,) = json.loads(_study("status", str(path), "--out", str(root), "--json").stdout)["runs"]
+        return row
+
+    # slurmdbd records the job's end a moment after squeue forgets it: poll, as a user re-running status would.
+    _wait(lambda: state()["state"] == "interrupted", "status to read the killed cell as interrupted", root,
+          timeout=60)
     res = _study("submit", str(path), "--out", str(root), *SUBMIT_OPTS)  # no --rerun-failed
     assert res.returncode == 0 and "1 to submit" in res.stdout, res.stdout + res.stderr
     _wait(lambda: read_status(run).get("state") == "completed", "the resubmitted cell", root, timeout=420)
