@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 from study.data import cache, corpus
-from study.data.batch import IGNORE, batch_dict
+from study.data.batch import IGNORE, batch_dict, check_stream_args
 from study.data.tokens import token_dtype, tokenize_documents, tokenized_corpus
 from study.errors import DataError
 
@@ -242,12 +242,7 @@ class TrainStream:
     """Deterministic, resumable stream of training batches for one rank (see the module docstring)."""
 
     def __init__(self, data_cfg, tok, *, seq_len: int, seed: int = 0, rank: int = 0, world_size: int = 1):
-        if seq_len < 1:
-            raise ValueError(f"seq_len must be >= 1, got {seq_len}")
-        if world_size < 1 or not 0 <= rank < world_size:
-            raise ValueError(f"need 0 <= rank < world_size, got rank={rank}, world_size={world_size}")
-        if data_cfg.packing not in ("pack", "pad"):
-            raise DataError(f"unknown data.packing {data_cfg.packing!r}; valid choices: pack, pad")
+        check_stream_args(data_cfg, seq_len=seq_len, rank=rank, world_size=world_size)
         self.cfg, self.tok = data_cfg, tok
         self.seq_len, self.seed, self.rank, self.world_size = int(seq_len), int(seed), int(rank), int(world_size)
         self.packing = data_cfg.packing

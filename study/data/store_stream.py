@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from study.data.batch import IGNORE, batch_dict
+from study.data.batch import IGNORE, batch_dict, check_stream_args
 from study.data.store_read import open_store
 from study.errors import DataError
 
@@ -72,12 +72,7 @@ class StoreStream:
 
     def __init__(self, data_cfg, tok, *, seq_len: int, seed: int = 0, rank: int = 0, world_size: int = 1,
                  vocab_size: int | None = None):
-        if seq_len < 1:
-            raise ValueError(f"seq_len must be >= 1, got {seq_len}")
-        if world_size < 1 or not 0 <= rank < world_size:
-            raise ValueError(f"need 0 <= rank < world_size, got rank={rank}, world_size={world_size}")
-        if data_cfg.packing not in ("pack", "pad"):
-            raise DataError(f"unknown data.packing {data_cfg.packing!r}; valid choices: pack, pad")
+        check_stream_args(data_cfg, seq_len=seq_len, rank=rank, world_size=world_size)
         self.cfg, self.tok = data_cfg, tok
         self.store = getattr(tok, "store", None) or open_store(data_cfg, vocab_size or tok.vocab_size)
         if self.store.manifest["tokenizer"]["fingerprint"] != tok.fingerprint:
