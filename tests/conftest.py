@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from study.train.signals import StopFlag
+
 REPO = Path(__file__).resolve().parents[1]
 
 # Two cores: one intra-op thread per test process keeps parallel subprocess tests from thrashing.
@@ -39,6 +41,21 @@ def pytest_collection_modifyitems(config, items):
         used = set(getattr(item, "fixturenames", ())) | {v for v in params.values() if isinstance(v, str)}
         if module in SLOW_MODULES or item.originalname in SLOW_TESTS or SLOW_FIXTURES & used:
             item.add_marker(pytest.mark.slow)
+
+
+class StopAfter(StopFlag):
+    """A stop flag that becomes set (as by SIGTERM) at its n-th check; the trainer checks once per step when
+    log_every is 1, so StopAfter(n) interrupts a run after n steps. A real signal received first is kept."""
+
+    def __init__(self, n: int):
+        super().__init__()
+        self.n, self.calls = n, 0
+
+    def __bool__(self) -> bool:
+        self.calls += 1
+        if self.calls >= self.n and self.signum is None:
+            self.request()
+        return super().__bool__()
 
 
 @pytest.fixture(scope="session")
@@ -81,7 +98,7 @@ def tiny_results_root(tmp_path_factory, cache_dir) -> Path:
     extra run forced to diverge (huge LR, no clipping); one run left incomplete (interrupted at step 10 of 30).
     """
     from study.config import resolve
-    from study.train import StopFlag, train_run
+    from study.train import train_run
 
     root = tmp_path_factory.mktemp("tiny-results")
     common = {"grid": "tiny", "train.steps": 30, "train.probe_every": 10, "eval.every": 10, "eval.tokens": 2048}
@@ -93,19 +110,7 @@ def tiny_results_root(tmp_path_factory, cache_dir) -> Path:
         "optim.lr": 1e4, "optim.warmup_steps": 0, "optim.grad_clip": 1e9}))
     assert train_run(diverging, root, axes={"method": "pre-ln", "schedule": "lr1e4"}).state == "diverged"
 
-    class StopAt(StopFlag):  # interrupts the run once it has taken 10 steps
-        def __init__(self, trainer_steps):
-            super().__init__()
-            self.seen = 0
-            self.limit = trainer_steps
-
-        def __bool__(self):
-            self.seen += 1
-            if self.seen >= self.limit:
-                self.request()
-            return super().__bool__()
-
     partial = resolve(tiny_raw(cache_dir, method="sandwich-ln", **common))
-    result = train_run(partial, root, axes={"method": "sandwich-ln", "schedule": "none"}, stop=StopAt(10))
+    result = train_run(partial, root, axes={"method": "sandwich-ln", "schedule": "none"}, stop=StopAfter(10))
     assert result.state == "interrupted" and result.step == 10
     return root

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import tempfile
 from pathlib import Path
 
@@ -30,7 +29,8 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from study.train import StopFlag, train_run
+from study.train import train_run
+from tests.conftest import StopAfter
 
 STEPS = 10
 RTOL = 1e-4
@@ -45,20 +45,6 @@ def _raw(cache_dir, **overrides) -> dict:
     return tiny_raw(cache_dir, **{**base, **overrides})
 
 
-class _StopAfter(StopFlag):
-    """Becomes set at the n-th check: the trainer checks once per step when log_every is 1."""
-
-    def __init__(self, n: int):
-        super().__init__()
-        self.n, self.calls = n, 0
-
-    def __bool__(self) -> bool:
-        self.calls += 1
-        if self.calls >= self.n and self.signum is None:
-            self.signum = signal.SIGTERM
-        return self.signum is not None
-
-
 def _worker(rank: int, world: int, init_file: str, raw: dict, root: str, stop_after: int | None, out: str):
     import torch.distributed as dist
 
@@ -66,7 +52,7 @@ def _worker(rank: int, world: int, init_file: str, raw: dict, root: str, stop_af
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
     try:
-        stop = _StopAfter(stop_after) if stop_after else None
+        stop = StopAfter(stop_after) if stop_after else None
         result = train_run(resolve(raw), root, stop=stop, handle_signals=False)
         if rank == 0:
             with open(out, "w") as fh:
@@ -78,7 +64,7 @@ def _worker(rank: int, world: int, init_file: str, raw: dict, root: str, stop_af
 def _run(raw: dict, root, world: int, stop_after: int | None = None) -> dict:
     if world == 1:
         from study.config import resolve
-        stop = _StopAfter(stop_after) if stop_after else None
+        stop = StopAfter(stop_after) if stop_after else None
         r = train_run(resolve(raw), root, stop=stop, handle_signals=False)
         return {"state": r.state, "step": r.step, "run_dir": str(r.run_dir)}
     with tempfile.TemporaryDirectory() as tmp:

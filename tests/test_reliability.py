@@ -24,9 +24,9 @@ from study import lease as lease_mod
 from study.config import resolve, run_id
 from study.errors import CheckpointError, ConfigError, StorageError
 from study.results import RunDir
-from study.train import StopFlag, train_run
 from study.train import checkpoint as ckpt
-from tests.conftest import tiny_raw
+from study.train import train_run
+from tests.conftest import StopAfter, tiny_raw
 
 STEPS = 8
 
@@ -46,20 +46,6 @@ def small(cache_dir, **overrides):
 
 class Killed(BaseException):
     """A kill at an injected point (not an Exception: the trainer records nothing, like after SIGKILL)."""
-
-
-class StopAt(StopFlag):
-    """Asks the run to stop (like SIGTERM) once it has checked the flag `n` times (once per step)."""
-
-    def __init__(self, n):
-        super().__init__()
-        self.n, self.seen = n, 0
-
-    def __bool__(self):
-        self.seen += 1
-        if self.seen >= self.n:
-            self.request()
-        return super().__bool__()
 
 
 def _rows(rd: RunDir, name: str) -> list[dict]:
@@ -167,7 +153,7 @@ def test_kill_between_final_eval_and_completed_writes_no_row_twice(cache_dir, tm
 # Resume verifies identity
 # ---------------------------------------------------------------------------------------------------
 def _interrupted(cfg, root, at=2) -> RunDir:
-    result = train_run(cfg, root, stop=StopAt(at), handle_signals=False)
+    result = train_run(cfg, root, stop=StopAfter(at), handle_signals=False)
     assert result.state == "interrupted" and result.step == at
     return RunDir(result.run_dir)
 
@@ -279,7 +265,7 @@ def test_leftover_temporary_checkpoints_are_reclaimed_on_next_start(cache_dir, t
     junk.mkdir()
     (junk / "model.pt").write_bytes(b"\0" * 1000)
     (rd.checkpoints / ".latest.tmp-99999").write_text("step_0000004\n")
-    assert train_run(cfg, tmp_path, stop=StopAt(1), handle_signals=False).state == "interrupted"
+    assert train_run(cfg, tmp_path, stop=StopAfter(1), handle_signals=False).state == "interrupted"
     assert not junk.exists() and not (rd.checkpoints / ".latest.tmp-99999").exists()
 
 

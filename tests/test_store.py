@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import random
-import signal
 
 import numpy as np
 import pytest
@@ -22,7 +21,7 @@ from study.data import store as store_mod
 from study.data.packing import TrainStream, open_stream
 from study.data.store_stream import StoreStream, permutation_at
 from study.errors import DataError
-from study.train import StopFlag
+from tests.conftest import StopAfter
 
 WORDS = ("the", "of", "and", "to", "in", "a", "is", "that", "for", "it", "as", "was", "with", "be", "by", "on",
          "not", "he", "this", "are", "or", "his", "from", "at", "which", "but", "have", "an", "they", "we", "you",
@@ -340,20 +339,6 @@ def test_cli_prepare_is_idempotent_and_info_reports(prepared, tmp_path, capsys):
     assert info["prepared"] and info["store"] == str(path) and info["heldout_tokens"] > 0
 
 
-class _StopAfter(StopFlag):
-    """Becomes set at its n-th check (the trainer checks once per step with log_every 1)."""
-
-    def __init__(self, n: int):
-        super().__init__()
-        self.n, self.calls = n, 0
-
-    def __bool__(self) -> bool:
-        self.calls += 1
-        if self.calls >= self.n and self.signum is None:
-            self.signum = signal.SIGTERM
-        return self.signum is not None
-
-
 def test_training_from_the_store_resumes_bit_identically(prepared, tmp_path):
     from study.train import train_run
 
@@ -363,7 +348,7 @@ def test_training_from_the_store_resumes_bit_identically(prepared, tmp_path):
                                  "ckpt_every": 3},
                        "optim": {"lr": 3e-3, "warmup_steps": 2}, "eval": {"every": 3, "tokens": 256, "batch_size": 4}})
     straight = train_run(run_cfg, tmp_path / "a", handle_signals=False)
-    first = train_run(run_cfg, tmp_path / "b", stop=_StopAfter(4), handle_signals=False)
+    first = train_run(run_cfg, tmp_path / "b", stop=StopAfter(4), handle_signals=False)
     assert first.state == "interrupted" and 0 < first.step < 6
     resumed = train_run(run_cfg, tmp_path / "b", handle_signals=False)
     assert straight.state == resumed.state == "completed"
