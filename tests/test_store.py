@@ -213,6 +213,24 @@ def test_worker_threads_and_batching_do_not_change_a_local_corpus_store(cache_di
                     (stores[1] / split / (rec["file"] + suffix)).read_bytes()
 
 
+def test_default_bpe_record_is_its_saved_copy(cache_dir, tmp_path):
+    """Preparing with the default BPE records the tokenizer it just built instead of reloading the saved copy:
+    the copy, loaded as training loads it, must have the very record the manifest holds."""
+    from study.data.hf_tokenizer import load_tokenizer_dir
+
+    docs = tmp_path / "docs.jsonl"
+    docs.write_text("".join(json.dumps({"text": _doc(random.Random(k)) + " end"}) + "\n" for k in range(60)))
+    cfg = resolve({"model": {"scale": "tiny", "seq_len": 32},
+                   "data": {"source": "files", "paths": [str(docs)], "cache_dir": str(cache_dir), "store": True,
+                            "store_dir": str(tmp_path / "s")}})
+    path = store_mod.prepare(cfg.data, cfg.model.vocab_size)
+    record = json.loads((path / "manifest.json").read_text())["tokenizer"]
+    copy = load_tokenizer_dir(path / "tokenizer")
+    assert record == {"name": copy.name, "fingerprint": copy.fingerprint, "vocab_size": copy.vocab_size,
+                      "eos_id": copy.eos_id, "pad_id": copy.pad_id}
+    assert build_tokenizer(cfg.data, cfg.model.vocab_size).fingerprint == copy.fingerprint  # the store's check
+
+
 def test_partial_store_is_refused_then_resumed(prepared, tmp_path):
     cfg, _ = prepared
     data = dataclasses.replace(cfg.data, store_dir=str(tmp_path / "s"))

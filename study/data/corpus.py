@@ -83,14 +83,20 @@ def default_files() -> tuple[Path, list[Path]]:
     return kjv, plays
 
 
+_FINGERPRINTS: dict[tuple, str] = {}  # default_fingerprint per (file, size, mtime) set: a store spec asks 4 times
+
+
 def default_fingerprint() -> str:
     """Identifies the default corpus: a hash of its files' contents and of the splitting rules."""
     kjv, plays = default_files()
-    h = hashlib.sha256(f"default-corpus-v{CORPUS_FORMAT}:{CHUNK_TARGET}:{CHUNK_MIN}".encode())
-    for path in [kjv, *plays]:
-        h.update(path.name.encode() + b"\0")
-        h.update(path.read_bytes())
-    return h.hexdigest()[:16]
+    stats = tuple((str(p), st.st_size, st.st_mtime_ns) for p in [kjv, *plays] for st in [p.stat()])
+    if stats not in _FINGERPRINTS:
+        h = hashlib.sha256(f"default-corpus-v{CORPUS_FORMAT}:{CHUNK_TARGET}:{CHUNK_MIN}".encode())
+        for path in [kjv, *plays]:
+            h.update(path.name.encode() + b"\0")
+            h.update(path.read_bytes())
+        _FINGERPRINTS[stats] = h.hexdigest()[:16]
+    return _FINGERPRINTS[stats]
 
 
 def kjv_documents(path: Path) -> Iterator[Document]:

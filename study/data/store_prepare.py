@@ -73,6 +73,14 @@ def _worker_tokenizer(folder: Path):
     return load_tokenizer_dir(folder)
 
 
+def _saved_tokenizer(folder: Path, built_default):
+    """The tokenizer the manifest records: the saved copy as a reader loads it (study.data.store_read checks the
+    two agree). The default BPE saves as its own tokenizer.json, unchanged by the round trip (tested), so when it
+    was just built (`built_default`) it stands for its copy and the reload (0.2 s, a tenth of preparing the
+    bundled corpus) is skipped; any other tokenizer, or a copy left by an interrupted preparation, is loaded back."""
+    return built_default if built_default is not None else load_tokenizer_dir(folder)
+
+
 def _worker_run(args) -> list[dict]:
     work, partial = args
     return process_units(_WORKER["cfg"], _WORKER["tok"], work, Path(partial))
@@ -119,10 +127,12 @@ def prepare(data_cfg, vocab_size: int, *, workers: int = 1, units: list[int] | N
         # The tokenizer is saved first and every worker loads that copy: the store's tokens are the saved
         # tokenizer's, and the same copy is what training loads.
         tok_dir = partial / "tokenizer"
+        built = None
         if not (tok_dir / "fingerprint.json").exists():
-            tok = build_tokenizer(dataclasses.replace(data_cfg, store=False), vocab_size=vocab_size)
-            save_tokenizer(tok, tok_dir)
-        tok = load_tokenizer_dir(tok_dir)
+            built = build_tokenizer(dataclasses.replace(data_cfg, store=False), vocab_size=vocab_size)
+            save_tokenizer(built, tok_dir)
+        tok = _saved_tokenizer(tok_dir, built if data_cfg.tokenizer == "default" else None)
+        encoder = _worker_tokenizer(tok_dir)
 
         finite = None if data_cfg.source == "hf" else list(corpus.finite_documents(data_cfg))  # parsed once
         plan = plan_units(data_cfg, finite)
@@ -133,11 +143,10 @@ def prepare(data_cfg, vocab_size: int, *, workers: int = 1, units: list[int] | N
             if workers <= 1:
                 work = [(u, None if finite is None else finite[u.start:u.stop]) for u in todo]
                 with _single_threaded_tokenizers():
-                    process_units(data_cfg, tok, work, partial)
+                    process_units(data_cfg, encoder, work, partial)
             else:
                 jobs = worker_jobs(todo, finite, workers)
-                encoder = _worker_tokenizer(tok_dir) if finite is not None else None
-                if isinstance(encoder, _FastEncoder):
+                if finite is not None and isinstance(encoder, _FastEncoder):
                     # A finite source with a fast tokenizer: `workers` threads of this process. encode_batch
                     # releases the GIL, so threads tokenize in parallel with one shared BPE cache and nothing to
                     # fork or pickle (measured: 2 threads 1.7x faster than 1 at the same CPU per token, where 2
