@@ -36,13 +36,13 @@ class Dist:
             dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
         return tensor
 
-    def any(self, flag: bool, device) -> bool:
-        """True on every rank if `flag` is true on any rank."""
+    def any(self, *flags: bool, device) -> tuple[bool, ...]:
+        """For each flag: True on every rank if it is true on any rank (one collective for all of them)."""
         if not self.active:
-            return flag
-        t = torch.tensor([1.0 if flag else 0.0], device=device)
+            return tuple(bool(f) for f in flags)
+        t = torch.tensor([1.0 if f else 0.0 for f in flags], device=device)
         dist.all_reduce(t, op=dist.ReduceOp.MAX)
-        return bool(t.item())
+        return tuple(bool(v) for v in t.tolist())
 
     def broadcast(self, obj):
         if not self.active:

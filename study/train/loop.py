@@ -335,10 +335,18 @@ class _Trainer:
                 at_eval = (cfg.eval.every and self.step % cfg.eval.every == 0) or (final and cfg.eval.at_end)
                 at_probe = cfg.train.probe_every and (self.step % cfg.train.probe_every == 0 or final)
                 at_ckpt = self.step % cfg.train.ckpt_every == 0 or final
-                stopping = bool(self.stop) if not d.active else (
-                    self.step % cfg.train.log_every == 0 and d.any(bool(self.stop), self.device))
-                if self.step % cfg.train.log_every == 0 or at_eval or at_probe or at_ckpt or stopping:
-                    if d.any(self.dist.main and self.lease is not None and self.lease.lost, self.device):
+                at_log = self.step % cfg.train.log_every == 0
+                lost = d.main and self.lease is not None and self.lease.lost
+                if not d.active:
+                    stopping = bool(self.stop)
+                elif at_log or at_eval or at_probe or at_ckpt:
+                    # One collective carries both: a stop request on any rank (heeded at log steps only, so
+                    # every rank stops at the same step) and rank 0's news that the run's lease was lost.
+                    stopping, lost = d.any(at_log and bool(self.stop), lost, device=self.device)
+                else:
+                    stopping = lost = False
+                if at_log or at_eval or at_probe or at_ckpt or stopping:
+                    if lost:
                         raise lease_mod.RunBusy(f"{rd.path}: another process took over this run; stopped "
                                                 f"without writing to it")
                     elapsed = time.perf_counter() - window_start
