@@ -52,6 +52,30 @@ def sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
+def training_step(forward, opt, x, y, *, before: Callable[[], None] | None = None) -> Callable[[], None]:
+    """One training step on a fixed batch, as every benchmark times it: bf16 autocast on CUDA (fp32 on CPU),
+    cross-entropy in fp32, optimizer step, gradients set to None. `forward(x)` gives logits; `before()` runs first
+    in each step (ProRes: the trainer's set_alphas after every step)."""
+    import contextlib
+
+    import torch
+    import torch.nn.functional as F
+
+    autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if x.is_cuda else contextlib.nullcontext
+
+    def step():
+        if before is not None:
+            before()
+        with autocast():
+            out = forward(x)
+            loss = F.cross_entropy(out.float().view(-1, out.size(-1)), y.view(-1))
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    return step
+
+
 def interleaved(fns: dict[str, Callable[[], None]], *, reps: int, warmup: int = 1, device: str = "cpu") -> dict:
     """Time each fn `reps` times, round-robin with the order reversed every other round (A B, B A, ...) so
     that load drifts and first-in-round effects hit all alike; medians in seconds."""

@@ -14,11 +14,9 @@ Writes benchmarks/results/prores_overhead.json.
 from __future__ import annotations
 
 import argparse
-import contextlib
 
 import common  # noqa: F401
 import torch
-import torch.nn.functional as F
 
 
 def main(argv=None) -> int:
@@ -45,7 +43,6 @@ def main(argv=None) -> int:
     x = torch.randint(0, cfg.vocab_size, (args.batch, args.seq), generator=g).to(dev)
     y = torch.randint(0, cfg.vocab_size, (args.batch, args.seq), generator=g).to(dev)
     bf16 = dev.startswith("cuda")
-    autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if bf16 else contextlib.nullcontext
 
     def make(schedule: str, compiled: bool):
         torch.manual_seed(0)
@@ -53,17 +50,8 @@ def main(argv=None) -> int:
         fwd = torch.compile(model) if compiled else model
         opt = torch.optim.AdamW(model.parameters(), lr=1e-5, fused=bf16)
         model.set_alphas([1.0] * L)
-
-        def step():
-            if schedule == "linear":
-                model.set_alphas(alphas_mid)  # what the trainer does after every step
-            with autocast():
-                out = fwd(x)
-                loss = F.cross_entropy(out.float().view(-1, out.size(-1)), y.view(-1))
-            loss.backward()
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-        return step
+        before = (lambda: model.set_alphas(alphas_mid)) if schedule == "linear" else None  # as the trainer does
+        return common.training_step(fwd, opt, x, y, before=before)
 
     results = {"scale": args.scale, "seq": args.seq, "batch": args.batch, "alphas_mid": list(map(float, alphas_mid))}
     modes = [("eager", False)] + ([] if args.no_compile else [("compiled", True)])

@@ -10,18 +10,16 @@ back, under the same load); the report is the median paired ratio and its spread
 spread contains the no-effect value (the interquartile range of the paired ratios contains 1.0), no ratio is
 claimed: "no difference resolved". On CPU fp32 both models run the same ATen kernels
 (benchmarks/step_kernels.py: 99.5% and 99.7% of the step in operators both call), so no large difference is expected
-there; the speed goal that matters is GPU bf16 (and compiled), run by benchmarks/gpu_check.py.
+there; the speed goal that matters is GPU bf16 (and compiled), run by benchmarks/gpu_check.sh.
 Writes benchmarks/results/step_time[_cuda].json.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 
 import common  # noqa: F401  (sys.path)
 import torch
-import torch.nn.functional as F
 
 
 def build(scale: str, layers: int, seq: int, device: str):
@@ -45,18 +43,11 @@ def build(scale: str, layers: int, seq: int, device: str):
     return cfg, ours, hf
 
 
-def step_fn(model, x, y, autocast, hf: bool):
+def step_fn(model, x, y, hf: bool):
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, betas=(0.9, 0.95), weight_decay=0.1,
                             fused=x.is_cuda)
-
-    def step():
-        with autocast():
-            out = model(input_ids=x).logits if hf else model(x)
-            loss = F.cross_entropy(out.float().view(-1, out.size(-1)), y.view(-1))
-        loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-    return step
+    forward = (lambda ids: model(input_ids=ids).logits) if hf else model
+    return common.training_step(forward, opt, x, y)
 
 
 def main(argv=None) -> int:
@@ -77,8 +68,7 @@ def main(argv=None) -> int:
     x = torch.randint(0, cfg.vocab_size, (args.batch, args.seq), generator=g).to(dev)
     y = torch.randint(0, cfg.vocab_size, (args.batch, args.seq), generator=g).to(dev)
     bf16 = dev.startswith("cuda")
-    autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if bf16 else contextlib.nullcontext
-    res = common.interleaved({"ours": step_fn(ours, x, y, autocast, False), "hf": step_fn(hf, x, y, autocast, True)},
+    res = common.interleaved({"ours": step_fn(ours, x, y, False), "hf": step_fn(hf, x, y, True)},
                              reps=args.reps, warmup=2, device=dev)
     paired = sorted(a / b for a, b in zip(res["ours"]["all_s"], res["hf"]["all_s"], strict=True))
     q = lambda f: paired[min(len(paired) - 1, int(f * len(paired)))]  # noqa: E731

@@ -17,21 +17,6 @@ import time
 
 import common  # noqa: F401
 import torch
-import torch.nn.functional as F
-
-
-def _train_step(fwd, opt, x, y, *, cuda: bool):
-    """One bf16-autocast (CUDA) or fp32 (CPU) training step on a fixed batch."""
-
-    def step():
-        with torch.autocast("cuda", dtype=torch.bfloat16) if cuda else torch.autocast("cpu", enabled=False):
-            out = fwd(x)
-            loss = F.cross_entropy(out.float().view(-1, out.size(-1)), y.view(-1))
-        loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-
-    return step
 
 
 def measure(scale: str, *, device: str, seq: int, batch: int, steps: int, warmup: int, compiled: bool) -> dict:
@@ -47,7 +32,7 @@ def measure(scale: str, *, device: str, seq: int, batch: int, steps: int, warmup
     opt = torch.optim.AdamW(model.parameters(), lr=1e-5, fused=cuda)
     x = torch.randint(0, cfg.vocab_size, (batch, seq), device=device)
     y = torch.randint(0, cfg.vocab_size, (batch, seq), device=device)
-    step = _train_step(fwd, opt, x, y, cuda=cuda)
+    step = common.training_step(fwd, opt, x, y)
 
     for _ in range(warmup):
         step()

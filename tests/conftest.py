@@ -58,6 +58,16 @@ class StopAfter(StopFlag):
         return super().__bool__()
 
 
+@pytest.fixture
+def one_thread():
+    """Tiny models: one intra-op thread avoids OpenMP spin-waiting on a shared 2-core machine (a module opts in
+    with `pytestmark = pytest.mark.usefixtures("one_thread")`)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def cache_dir(tmp_path_factory) -> Path:
     """One tokenizer/token cache for the whole session (the default BPE trains once)."""

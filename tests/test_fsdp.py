@@ -22,15 +22,14 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 
 import pytest
 import torch
-import torch.multiprocessing as mp
 
 from study.train import train_run
 from tests.conftest import StopAfter
+from tests.gloo import on_gloo_ranks
 
 STEPS = 10
 RTOL = 1e-4
@@ -45,33 +44,18 @@ def _raw(cache_dir, **overrides) -> dict:
     return tiny_raw(cache_dir, **{**base, **overrides})
 
 
-def _worker(rank: int, world: int, init_file: str, raw: dict, root: str, stop_after: int | None, out: str):
-    import torch.distributed as dist
-
+def _rank_run(rank: int, raw: dict, root: str, stop_after: int | None) -> dict:
     from study.config import resolve
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
-    try:
-        stop = StopAfter(stop_after) if stop_after else None
-        result = train_run(resolve(raw), root, stop=stop, handle_signals=False)
-        if rank == 0:
-            with open(out, "w") as fh:
-                json.dump({"state": result.state, "step": result.step, "run_dir": str(result.run_dir)}, fh)
-    finally:
-        dist.destroy_process_group()
+
+    stop = StopAfter(stop_after) if stop_after else None
+    r = train_run(resolve(raw), root, stop=stop, handle_signals=False)
+    return {"state": r.state, "step": r.step, "run_dir": str(r.run_dir)}
 
 
 def _run(raw: dict, root, world: int, stop_after: int | None = None) -> dict:
     if world == 1:
-        from study.config import resolve
-        stop = StopAfter(stop_after) if stop_after else None
-        r = train_run(resolve(raw), root, stop=stop, handle_signals=False)
-        return {"state": r.state, "step": r.step, "run_dir": str(r.run_dir)}
-    with tempfile.TemporaryDirectory() as tmp:
-        init_file, out = os.path.join(tmp, "init"), os.path.join(tmp, "out.json")
-        mp.spawn(_worker, args=(world, init_file, raw, str(root), stop_after, out), nprocs=world, join=True)
-        with open(out) as fh:
-            return json.load(fh)
+        return _rank_run(0, raw, str(root), stop_after)
+    return on_gloo_ranks(_rank_run, raw, str(root), stop_after, world=world)
 
 
 def _losses(run_dir) -> list[float]:

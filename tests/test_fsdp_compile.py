@@ -12,13 +12,10 @@ inductor) because inductor builds C++ kernels for tens of seconds per process on
 
 from __future__ import annotations
 
-import json
-import os
-import tempfile
-
 import pytest
 import torch
-import torch.multiprocessing as mp
+
+from tests.gloo import on_gloo_ranks
 
 STEPS = 4
 # aot_eager runs the same aten kernels as eager on the same shards: measured differences are 0 here; the bound
@@ -47,52 +44,40 @@ def _train(model, forward, n_layers: int, rank: int) -> list[float]:
     return losses
 
 
-def _worker(rank: int, world: int, init_file: str, out: str):
-    import torch.distributed as dist
+def _rank_row(rank: int, world: int) -> dict:
     from torch._dynamo.testing import CompileCounterWithBackend
 
     from study.config import resolve
     from study.train.distributed import Dist
     from study.train.parallel import build_sharded, wrap
 
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
-    try:
-        row = {}
-        counter = CompileCounterWithBackend("aot_eager")
-        for mode in ("eager", "compiled", "compiled_ac"):
-            cfg = resolve({"model": {"scale": "tiny"},
-                           "train": {"parallelism": "fsdp", "compile": mode != "eager",
-                                     "activation_checkpointing": mode == "compiled_ac"}})
-            torch.manual_seed(7)
-            model = build_sharded(cfg.model, cfg.train, torch.device("cpu"), compile_backend=counter)
-            w = wrap(model, cfg.train, Dist(rank, world), torch.device("cpu"), compile_backend=counter)
-            n_layers = len(model.layers)
-            frames_before = counter.frame_count
-            losses = _train(model, w.forward, n_layers, rank)
-            row[mode] = {
-                "losses": losses,
-                "names": [n for n, _ in model.named_parameters()],
-                "blocks_compiled": [blk._compiled_call_impl is not None for blk in model.layers],
-                "root_compiled": model._compiled_call_impl is not None,
-                "forward_is_model": w.forward is model,
-                "frames": counter.frame_count - frames_before,
-                "weights": {n: p.full_tensor().reshape(-1)[:64].tolist() for n, p in model.named_parameters()},
-            }
-        if rank == 0:
-            with open(out, "w") as fh:
-                json.dump(row, fh)
-    finally:
-        dist.destroy_process_group()
+    row = {}
+    counter = CompileCounterWithBackend("aot_eager")
+    for mode in ("eager", "compiled", "compiled_ac"):
+        cfg = resolve({"model": {"scale": "tiny"},
+                       "train": {"parallelism": "fsdp", "compile": mode != "eager",
+                                 "activation_checkpointing": mode == "compiled_ac"}})
+        torch.manual_seed(7)
+        model = build_sharded(cfg.model, cfg.train, torch.device("cpu"), compile_backend=counter)
+        w = wrap(model, cfg.train, Dist(rank, world), torch.device("cpu"), compile_backend=counter)
+        n_layers = len(model.layers)
+        frames_before = counter.frame_count
+        losses = _train(model, w.forward, n_layers, rank)
+        row[mode] = {
+            "losses": losses,
+            "names": [n for n, _ in model.named_parameters()],
+            "blocks_compiled": [blk._compiled_call_impl is not None for blk in model.layers],
+            "root_compiled": model._compiled_call_impl is not None,
+            "forward_is_model": w.forward is model,
+            "frames": counter.frame_count - frames_before,
+            "weights": {n: p.full_tensor().reshape(-1)[:64].tolist() for n, p in model.named_parameters()},
+        }
+    return row
 
 
 @pytest.mark.multiprocess
 def test_fsdp_compiles_each_block_and_trains_like_eager():
-    with tempfile.TemporaryDirectory() as tmp:
-        out = os.path.join(tmp, "row.json")
-        mp.spawn(_worker, args=(2, os.path.join(tmp, "init"), out), nprocs=2, join=True)
-        with open(out) as fh:
-            row = json.load(fh)
+    row = on_gloo_ranks(_rank_row, 2)
     eager = row["eager"]
     assert eager["frames"] == 0 and not any(eager["blocks_compiled"])
     assert eager["losses"][0] != eager["losses"][-1]  # the steps train

@@ -4,13 +4,10 @@ meta device, shard it and materialise only their shards, and the result equals t
 
 from __future__ import annotations
 
-import json
-import os
-import tempfile
-
 import pytest
 import torch
-import torch.multiprocessing as mp
+
+from tests.gloo import on_gloo_ranks
 
 VARIANTS = [
     {"scale": "tiny"},
@@ -26,41 +23,28 @@ def _configs():
     return [resolve({"model": v, "train": {"parallelism": "fsdp"}}) for v in VARIANTS]
 
 
-def _worker(rank: int, world: int, init_file: str, out: str):
-    import torch.distributed as dist
-
+def _rank_rows(rank: int) -> list[dict]:
     from study.model import init_fingerprint
     from study.train.parallel import build_sharded
 
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
-    try:
-        rows = []
-        for cfg in _configs():
-            torch.manual_seed(123)
-            model = build_sharded(cfg.model, cfg.train, torch.device("cpu"))
-            after = torch.rand(4).tolist()  # the RNG continues exactly as after a CPU build
-            local = {n: tuple(p.to_local().shape) for n, p in model.named_parameters()}
-            buffers = {n: b.detach().clone() for n, b in model.named_buffers()}
-            rows.append({"fingerprint": init_fingerprint(model), "after": after,
-                         "embed_rows": local["embed.weight"][0],
-                         "buffers": {n: b.reshape(-1)[:8].tolist() for n, b in buffers.items()}})
-        if rank == 0:
-            with open(out, "w") as fh:
-                json.dump(rows, fh)
-    finally:
-        dist.destroy_process_group()
+    rows = []
+    for cfg in _configs():
+        torch.manual_seed(123)
+        model = build_sharded(cfg.model, cfg.train, torch.device("cpu"))
+        after = torch.rand(4).tolist()  # the RNG continues exactly as after a CPU build
+        local = {n: tuple(p.to_local().shape) for n, p in model.named_parameters()}
+        buffers = {n: b.detach().clone() for n, b in model.named_buffers()}
+        rows.append({"fingerprint": init_fingerprint(model), "after": after,
+                     "embed_rows": local["embed.weight"][0],
+                     "buffers": {n: b.reshape(-1)[:8].tolist() for n, b in buffers.items()}})
+    return rows
 
 
 @pytest.mark.multiprocess
 def test_meta_build_equals_the_cpu_build():
     from study.model import build_model, init_fingerprint
 
-    with tempfile.TemporaryDirectory() as tmp:
-        out = os.path.join(tmp, "rows.json")
-        mp.spawn(_worker, args=(2, os.path.join(tmp, "init"), out), nprocs=2, join=True)
-        with open(out) as fh:
-            rows = json.load(fh)
+    rows = on_gloo_ranks(_rank_rows)
     for cfg, row in zip(_configs(), rows, strict=True):
         torch.manual_seed(123)
         ref = build_model(cfg.model)

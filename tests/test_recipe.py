@@ -22,12 +22,7 @@ def _trunc_std_factor(k: float) -> float:
 WIDE = dict(vocab_size=1024, d_model=256, n_layers=4, n_heads=4, ffn_hidden=512, seq_len=32)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def build(raw: dict):
