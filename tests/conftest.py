@@ -84,7 +84,7 @@ def tiny_raw(cache_dir, **overrides) -> dict:
         "optim": {"lr": 3e-3, "warmup_steps": 2},
         "data": {"cache_dir": str(cache_dir)},
     }
-    from study.config import set_path
+    from study.rawconfig import set_path
     for key, value in overrides.items():
         set_path(raw, key.replace("__", "."), value)
     return raw

@@ -39,7 +39,7 @@ def small(cache_dir, **overrides):
         "train.probe_every": 4, "train.probe_len": 16, "eval.every": 4, "eval.tokens": 512, "eval.batch_size": 4,
         "prores.schedule": "linear", "prores.T": 2})
     for key, value in overrides.items():
-        from study.config import set_path
+        from study.rawconfig import set_path
         set_path(raw, key, value)
     return resolve(raw)
 

@@ -51,14 +51,14 @@ def data_configs(target: str, overrides: list[str]) -> list:
     import dataclasses
     from pathlib import Path
 
-    from study import config
+    from study import config, rawconfig
     from study.errors import ConfigError
     from study.grid import find_grid, load_grid
 
     path = Path(target) if Path(target).is_file() else find_grid(target)
     if not path.is_file():
         raise ConfigError("file not found (expected a run config or a grid)", source=target)
-    is_grid = "axes" in config.read_yaml(path)
+    is_grid = "axes" in rawconfig.read_yaml(path)
     if is_grid:
         if overrides:
             raise ConfigError("--set applies to run configs; edit the grid instead", key="--set")

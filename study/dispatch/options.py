@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Any, Literal, get_args
 
 from study.coerce import coerce
-from study.config import read_yaml
 from study.errors import ConfigError
+from study.rawconfig import read_yaml
 
 Cluster = Literal["slurm", "local", "debug"]
 CLUSTERS: tuple[str, ...] = get_args(Cluster)

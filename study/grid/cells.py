@@ -11,6 +11,7 @@ from study import config as C
 from study.errors import ConfigError
 from study.grid.keys import MISSING, Matcher, is_config_key, key_choices, norm_key
 from study.labels import value_label
+from study.rawconfig import get_path
 from study.results import FINAL_STATES, RunDir
 
 
@@ -155,14 +156,14 @@ class Grid:
                 return True
         dotted = norm_key(key)
         if is_config_key(dotted):
-            actual = C.get_path(cell.config_dict, dotted, MISSING)
+            actual = get_path(cell.config_dict, dotted, MISSING)
             if actual is not MISSING and matcher(actual):
                 return True
         return False
 
     def _where_values(self, cell: Cell, key: str) -> list[str]:
         out = [cell.axes[key]] if key in cell.axes else []
-        actual = C.get_path(cell.config_dict, norm_key(key), MISSING)
+        actual = get_path(cell.config_dict, norm_key(key), MISSING)
         if actual is not MISSING:
             out.append(value_label(actual))
         return out

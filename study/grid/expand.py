@@ -10,18 +10,19 @@ from study import presets, prores
 from study.errors import ConfigError
 from study.grid.cells import Cell, Grid
 from study.grid.keys import MISSING, default_value, norm_key, values_equal
+from study.rawconfig import get_path, set_path
 from study.results import run_name
 
 
 def _view(raw: dict, dotted: str):
     """The value a config key will have, as far as known before resolution: set explicitly, else from the
     method / scale preset or the recipe, else the default. Derived values (prores.W from T) are not computed."""
-    value = C.get_path(raw, dotted, MISSING)
+    value = get_path(raw, dotted, MISSING)
     if value is not MISSING:
         if dotted == "prores.schedule" and isinstance(value, str) and value in prores.ALIASES:
             return prores.canonical(value)
         return value
-    method, scale = raw.get("method"), C.get_path(raw, "model.scale")
+    method, scale = raw.get("method"), get_path(raw, "model.scale")
     if dotted.startswith("model."):
         fname = dotted[len("model."):]
         if method in presets.METHODS and fname in presets.METHODS[method]:
@@ -60,7 +61,7 @@ def expand(grid: Grid) -> list[Cell]:
                 if k in origin:
                     raise ConfigError(f"axes '{origin[k][1]}' and '{axis.name}' both set key '{k}' in cell "
                                       f"({_describe(labels)})", key=f"axes.{axis.name}", source=src)
-                C.set_path(raw, k, v, source=src)
+                set_path(raw, k, v, source=src)
                 origin[k] = ("axis", axis.name, value.label)
         for rule in grid.rules:
             applies = all(
@@ -79,7 +80,7 @@ def expand(grid: Grid) -> list[Cell]:
                     raise ConfigError(f"conflicting rules: rules[{prev[1]}] sets '{k}' to {prev[2]!r} and "
                                       f"rules[{rule.index}] to {v!r} in cell ({_describe(labels)})", key=rkey,
                                       source=src)
-                C.set_path(raw, k, v, source=src)
+                set_path(raw, k, v, source=src)
                 origin[k] = ("rule", rule.index, v)
         try:
             cfg = C.resolve(raw)
@@ -112,7 +113,7 @@ def _cell_error(exc: ConfigError, origin: dict, labels: dict, base: dict, src: s
         context = f"axis '{where[1]}' value '{where[2]}'"
     elif where and where[0] == "rule":
         context = f"rules[{where[1]}] in cell ({_describe(labels)})"
-    elif exc.key and C.get_path(base, exc.key, MISSING) is not MISSING:
+    elif exc.key and get_path(base, exc.key, MISSING) is not MISSING:
         context = "base"
     else:
         context = f"cell ({_describe(labels)})"

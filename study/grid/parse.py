@@ -6,12 +6,12 @@ import json
 import re
 from pathlib import Path
 
-from study import config as C
 from study.errors import ConfigError
 from study.grid.cells import Axis, AxisValue, Grid, Rule
 from study.grid.expand import expand
 from study.grid.keys import Matcher, is_config_key, key_choices, norm_key
 from study.labels import value_label
+from study.rawconfig import deep_merge, read_yaml
 
 TOP_KEYS = ("name", "description", "base", "base_file", "axes", "rules", "exclude", "eval", "lm_eval", "cluster")
 LM_EVAL_KEYS = {"tasks": "lm_eval_tasks", "limit": "lm_eval_limit", "batch_size": "lm_eval_batch_size",
@@ -44,7 +44,7 @@ def load_grid(path: str | Path) -> Grid:
 
 
 def _load(path: Path, src: str) -> Grid:
-    raw = C.read_yaml(path)
+    raw = read_yaml(path)
     for key in raw:
         if key not in TOP_KEYS:
             raise ConfigError(f"unknown top-level key; valid keys: {', '.join(TOP_KEYS)}", key=str(key), source=src)
@@ -65,7 +65,7 @@ def _load(path: Path, src: str) -> Grid:
         base_path = (path.parent / base_file)
         if not base_path.is_file():
             raise ConfigError(f"base file not found: {base_path}", key="base_file", source=src)
-        base = C.deep_merge(C.read_yaml(base_path), base)
+        base = deep_merge(read_yaml(base_path), base)
     if "grid" in base:
         raise ConfigError("set the results folder with the grid's top-level `name`, not in the base config",
                           key="base.grid", source=src)
@@ -86,7 +86,7 @@ def _load(path: Path, src: str) -> Grid:
         base_eval = base.get("eval") or {}
         if not isinstance(base_eval, dict):
             raise ConfigError(f"expected a mapping, got {base_eval!r}", key="base.eval", source=src)
-        base["eval"] = C.deep_merge(eval_defaults, base_eval)
+        base["eval"] = deep_merge(eval_defaults, base_eval)
     cluster = _mapping(raw.get("cluster"), "cluster", src)
 
     axes = _parse_axes(raw.get("axes"), src)
