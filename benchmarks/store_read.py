@@ -3,7 +3,7 @@ the token consumption of one GPU at every paper scale (45% MFU of 989 TFLOP/s, `
 
     .venv/bin/python benchmarks/store_read.py            # a synthetic 200M-token store (400 MB) in a temp folder
 
-The store is written with the real writer (study.data.store._write_shard) from random documents, so reading is
+The store is written with the real writer (study.data.store.write_shard) from random documents, so reading is
 what training does: each of R processes plays rank r of world R (its own sequences: a seeded permutation, one
 memmap slice each) and reads batches of 16 x 1024-token sequences for a fixed time, all R at once. Reported:
 tokens/s per rank and per-rank work (rows read per batch: must not grow with R). The page cache is warm after the
@@ -39,7 +39,7 @@ def gpu_tokens_per_s() -> dict:
 
 
 def build_store(folder: Path, tokens: int, seed: int = 0) -> dict:
-    from study.data.store import STORE_FORMAT, _write_shard
+    from study.data.store import STORE_FORMAT, write_shard
 
     rng = np.random.default_rng(seed)
     shards, per_shard = [], 20_000_000
@@ -49,7 +49,7 @@ def build_store(folder: Path, tokens: int, seed: int = 0) -> dict:
             n = int(rng.integers(50, 2000))
             docs.append(rng.integers(1, 32000, size=n, dtype=np.uint16))
             have += n + 1
-        shards.append(_write_shard(folder / "train", f"{j:06d}", docs, np.uint16, 0))
+        shards.append(write_shard(folder / "train", f"{j:06d}", docs, np.uint16, 0))
     return {"format": STORE_FORMAT, "dtype": "uint16", "shards": shards}
 
 

@@ -85,9 +85,11 @@ def main(argv=None) -> int:
         results["gpu"] = rows
         common.write_result("throughput_cuda", dev, results, args.out)
         return 0
-    print("no GPU available: measuring the 130m preset on the CPU (fp32, eager) and the data pipeline")
+    scale = (args.scales or "130m").split(",")[0]
+    print(f"no GPU available: measuring the {scale} preset on the CPU (fp32, eager)"
+          + ("" if args.no_data else " and the data pipeline"))
     seq, batch = args.seq or 256, args.batch or 2
-    row = measure((args.scales or "130m").split(",")[0], device="cpu", seq=seq, batch=batch, steps=args.steps or 3,
+    row = measure(scale, device="cpu", seq=seq, batch=batch, steps=args.steps or 3,
                   warmup=1, compiled=False)
     results["cpu_train"] = row
     print(f"train {row['scale']} CPU: {row['tokens_per_s']:,.0f} tokens/s (seq {seq}, batch {batch})")

@@ -55,12 +55,11 @@ from study.data.store_manifest import (
 )
 from study.data.store_prepare import _prepare_task, prepare, submit_prepare
 from study.data.store_read import _OPEN, SplitView, TokenStore, check_ready, open_store, store_tokenizer
-from study.data.store_units import ENCODE_CHARS, UNIT_DOCS, Unit, plan_units, process_units, unit_documents
-from study.data.store_units import write_shard as _write_shard
+from study.data.store_units import ENCODE_CHARS, UNIT_DOCS, Unit, plan_units, process_units, unit_documents, write_shard
 
-# _OPEN (the opened-store memo, cleared by tests and benchmarks), _write_shard (benchmarks/store_read.py) and
-# _prepare_task (job-array tasks pickled under this module's name) are kept under their old names.
+# _OPEN (the opened-store memo, cleared by tests and benchmarks) and _prepare_task (job-array tasks pickled under
+# this module's name) are kept under their old names.
 __all__ = ["ENCODE_CHARS", "SPLITS", "STORE_FORMAT", "UNIT_DOCS", "SplitView", "StoreError", "TokenStore", "Unit",
-           "_OPEN", "_prepare_task", "_write_shard", "build_manifest", "check_ready", "open_store", "plan_units",
+           "_OPEN", "_prepare_task", "build_manifest", "check_ready", "open_store", "plan_units",
            "prepare", "prepare_command", "process_units", "save_tokenizer", "source_fingerprint", "spec",
-           "store_key", "store_path", "store_tokenizer", "submit_prepare", "unit_documents"]
+           "store_key", "store_path", "store_tokenizer", "submit_prepare", "unit_documents", "write_shard"]
