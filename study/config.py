@@ -190,7 +190,7 @@ NON_SEMANTIC = (
 # logging and where things go. eval.tokens / eval.batch_size and the probe batch are NOT here although they are
 # left out of the run id: changing them mid-run would mix rows measured differently in one file.
 RESUME_MAY_CHANGE = (
-    "grid", "name", "data.cache_dir",
+    "grid", "name", "data.cache_dir", "data.store_dir",
     "train.log_every", "train.ckpt_every", "train.keep_checkpoints", "train.progress", "train.console_every",
     "train.probe_every",
     "eval.every", "eval.at_end", "eval.lm_eval_tasks", "eval.lm_eval_limit", "eval.lm_eval_batch_size",

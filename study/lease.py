@@ -92,7 +92,9 @@ def owner_gone(lease: dict | None, *, now: float | None = None, stale_after_s: f
     limit = float(lease.get("stale_after_s") or STALE_AFTER_S) if stale_after_s is None else stale_after_s
     host, pid = lease.get("host"), lease.get("pid")
     job = lease.get("slurm_job_id")
-    if job and job == os.environ.get("SLURM_JOB_ID") and (host, pid) != (socket.gethostname(), os.getpid()):
+    # The same job id in a later start (SLURM counts restarts): this process IS the job, requeued. Another
+    # process of the same start (a second `study train` in one allocation) is checked like any other owner.
+    if job and job == os.environ.get("SLURM_JOB_ID") and lease.get("slurm_restart") != _slurm_restart():
         return f"its SLURM job {job} was requeued (this is the job's new start)"
     if host == socket.gethostname() and isinstance(pid, int) and not _pid_alive(pid, lease.get("pid_start")):
         return f"its process {pid} on {host} is gone"
@@ -102,6 +104,12 @@ def owner_gone(lease: dict | None, *, now: float | None = None, stale_after_s: f
     if now - beat > limit:
         return f"its last heartbeat from {host} (pid {pid}) is {now - beat:.0f} s old (limit {limit:.0f} s)"
     return None
+
+
+def _slurm_restart() -> int:
+    """How many times SLURM has restarted (requeued) this job: 0 on its first start or outside SLURM."""
+    value = os.environ.get("SLURM_RESTART_COUNT", "")
+    return int(value) if value.isdigit() else 0
 
 
 def describe(lease: dict) -> str:
@@ -150,7 +158,8 @@ class Lease:
     def _record(self) -> dict:
         pid = os.getpid()
         return {"token": self.token, "host": socket.gethostname(), "pid": pid, "pid_start": _proc_start(pid),
-                "slurm_job_id": os.environ.get("SLURM_JOB_ID"), "acquired": time.time(), "heartbeat": time.time(),
+                "slurm_job_id": os.environ.get("SLURM_JOB_ID"), "slurm_restart": _slurm_restart(),
+                "acquired": time.time(), "heartbeat": time.time(),
                 "heartbeat_s": self.heartbeat_s, "stale_after_s": self.stale_after_s}
 
     def acquire(self) -> Lease:
@@ -191,7 +200,7 @@ class Lease:
             if not _link_new(self.path, self._record()):
                 return False
             self.took_over = reason
-            log.warning("study: took over %s: the previous owner is gone (%s)", self.run_dir.name, reason)
+            log.warning("took over %s: the previous owner is gone (%s)", self.run_dir.name, reason)
             return True
         finally:
             lock.unlink(missing_ok=True)
@@ -209,7 +218,7 @@ class Lease:
         current = read(self.run_dir)
         if current is None or current.get("token") != self.token:
             if not self.lost:
-                log.error("study: lost ownership of %s (%s); stopping without writing to it", self.run_dir,
+                log.error("lost ownership of %s (%s); stopping without writing to it", self.run_dir,
                           f"now {describe(current)}" if current else "its lease was removed")
             self.lost = True
             self._stop.set()
@@ -218,7 +227,7 @@ class Lease:
         try:
             atomic_write_json(self.path, current, indent=1, fsync=False)
         except OSError as exc:  # a full disk must not kill the trainer from this thread; the lease just ages
-            log.warning("study: cannot refresh the lease %s: %s", self.path, exc)
+            log.warning("cannot refresh the lease %s: %s", self.path, exc)
 
     def release(self) -> None:
         self._stop.set()

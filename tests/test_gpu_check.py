@@ -1,6 +1,6 @@
-"""benchmarks/gpu_check.sh, rehearsed on the CPU (`--smoke`): the script a GPU session runs in its few lent
-minutes must not fail on a flag or a renamed function. Every one of its four steps runs at toy sizes, exits 0
-and writes its JSON with the fields benchmarks/README.md reports."""
+"""benchmarks/gpu_check.sh (and step_kernels.py, which shares its step), rehearsed on the CPU (`--smoke`): the
+script a GPU session runs in its few lent minutes must not fail on a flag or a renamed function. Every one of its
+four steps runs at toy sizes, exits 0 and writes its JSON with the fields benchmarks/README.md reports."""
 
 from __future__ import annotations
 
@@ -34,3 +34,15 @@ def test_gpu_check_smoke_runs_every_step(tmp_path):
     reads = json.loads((out / "store_read.json").read_text())["results"]
     assert sorted(reads["readers"]) == ["1", "2", "4"]
     assert {r["rows_read_per_rank_per_batch"] for r in reads["readers"].values()} == {16}
+
+
+@pytest.mark.slow
+def test_step_kernels_runs(tmp_path):
+    """The CPU kernel profile shares step_time's step: it must keep running when that step changes."""
+    out = tmp_path / "kernels.json"
+    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "step_kernels.py"), "--scale", "tiny",
+                           "--layers", "0", "--seq", "32", "--batch", "2", "--out", str(out)],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    results = json.loads(out.read_text())["results"]
+    assert results["scale"] == "tiny" and results["models"]

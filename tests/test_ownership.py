@@ -178,11 +178,15 @@ def test_sigkilled_run_reads_interrupted_and_is_taken_over(tmp_path, cache_dir):
 
 def test_a_requeued_slurm_job_takes_over_its_own_earlier_start(tmp_path, monkeypatch):
     # The job's first start ran on a node that failed: another host, a fresh heartbeat, the same job id.
-    _write_lease(tmp_path, host="node-that-failed", pid=4242, slurm_job_id="777_3")
+    _write_lease(tmp_path, host="node-that-failed", pid=4242, slurm_job_id="777_3", slurm_restart=0)
+    monkeypatch.delenv("SLURM_RESTART_COUNT", raising=False)
     monkeypatch.setenv("SLURM_JOB_ID", "777_4")  # another array task: a live owner
     with pytest.raises(lease.RunBusy, match="SLURM job 777_3"):
         lease.Lease(tmp_path).acquire()
-    monkeypatch.setenv("SLURM_JOB_ID", "777_3")  # the same job, requeued
+    monkeypatch.setenv("SLURM_JOB_ID", "777_3")  # the same start of the same job (a second process): live
+    with pytest.raises(lease.RunBusy, match="SLURM job 777_3"):
+        lease.Lease(tmp_path).acquire()
+    monkeypatch.setenv("SLURM_RESTART_COUNT", "1")  # the same job, requeued
     taken = lease.Lease(tmp_path).acquire()
     taken.release()
     assert "requeued" in taken.took_over

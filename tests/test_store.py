@@ -358,17 +358,24 @@ def test_cli_prepare_is_idempotent_and_info_reports(prepared, tmp_path, capsys):
 
 
 def test_training_from_the_store_resumes_bit_identically(prepared, tmp_path):
+    import shutil
+
     from study.train import train_run
 
-    cfg, _ = prepared
-    run_cfg = resolve({"model": {"scale": "tiny", "seq_len": 32}, "data": dataclasses.asdict(cfg.data),
-                       "train": {"steps": 6, "global_batch": 4, "micro_batch": 2, "progress": False, "log_every": 1,
-                                 "ckpt_every": 3},
-                       "optim": {"lr": 3e-3, "warmup_steps": 2}, "eval": {"every": 3, "tokens": 256, "batch_size": 4}})
+    cfg, path = prepared
+    raw = {"model": {"scale": "tiny", "seq_len": 32}, "data": dataclasses.asdict(cfg.data),
+           "train": {"steps": 6, "global_batch": 4, "micro_batch": 2, "progress": False, "log_every": 1,
+                     "ckpt_every": 3},
+           "optim": {"lr": 3e-3, "warmup_steps": 2}, "eval": {"every": 3, "tokens": 256, "batch_size": 4}}
+    run_cfg = resolve(raw)
     straight = train_run(run_cfg, tmp_path / "a", handle_signals=False)
     first = train_run(run_cfg, tmp_path / "b", stop=StopAfter(4), handle_signals=False)
     assert first.state == "interrupted" and 0 < first.step < 6
-    resumed = train_run(run_cfg, tmp_path / "b", handle_signals=False)
+    # The resume reads a copy of the store elsewhere (a node-local copy): data.store_dir may change on resume.
+    shutil.copytree(path, tmp_path / "copy")
+    moved = resolve(raw | {"data": raw["data"] | {"store_dir": str(tmp_path / "copy")}})
+    resumed = train_run(moved, tmp_path / "b", handle_signals=False)
+    assert resumed.run_dir == first.run_dir
     assert straight.state == resumed.state == "completed"
 
     def losses(result):

@@ -109,7 +109,7 @@ class _Trainer:
             except lease_mod.RunBusy as exc:
                 refusal = ("busy", str(exc))
             except OSError as exc:
-                refusal = ("storage", str(runtime.storage_error(exc)))
+                refusal = ("storage", str(runtime.storage_error(exc) or exc))
         refusal = self.dist.broadcast(refusal)
         if refusal is not None:
             raise (lease_mod.RunBusy if refusal[0] == "busy" else StorageError)(refusal[1])
