@@ -305,6 +305,7 @@ BAD_GRIDS = [  # file, a key (or phrase) its message must name
     ("label_missing.yaml", "axes.schedule[1].label"),
     ("rule_unknown_value.yaml", "rules[0].when.method"),
     ("rule_unknown_set_key.yaml", "optim.learning_rate"),
+    ("rule_set_key_twice.yaml", "rules[0].set.train.seed"),
     ("unknown_schedule.yaml", "prores.schedule"),
     ("base_unknown_key.yaml", "model.layers"),
     ("bad_name.yaml", "'name'"),

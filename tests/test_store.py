@@ -349,6 +349,8 @@ def test_cli_prepare_is_idempotent_and_info_reports(prepared, tmp_path, capsys):
     config_file = _write_cfg(tmp_path, {"model": {"scale": "tiny", "seq_len": 32},
                                         "data": dataclasses.asdict(cfg.data)})
     before = (path / "manifest.json").read_text()
+    assert main(["data", "prepare", config_file, "--workers", "0"]) == 2  # not "all CPUs" in disguise
+    assert "--workers must be >= 1, got 0" in capsys.readouterr().err
     assert main(["data", "prepare", config_file, "--workers", "1"]) == 0
     assert (path / "manifest.json").read_text() == before  # a finished store is reused as is
     capsys.readouterr()

@@ -62,3 +62,23 @@ def test_failed_submission_removes_its_pickles(tmp_path, cache_dir, monkeypatch)
                            out=lambda *_: None)
     left = sorted(p.relative_to(logs).as_posix() for p in logs.rglob("*"))
     assert left == ["earlier", "earlier/keep.out"]  # no .pkl of the refused submission, an earlier log kept
+
+
+def test_submit_refuses_a_missing_token_store_only_for_cells_it_would_submit(tmp_path, cache_dir, capsys):
+    """Compute nodes read a prepared store: submitting cells whose store is missing is refused (exit 2, naming
+    `study data prepare`), before any job exists; a finished cell's missing store does not block anything."""
+    from study.grid import load_grid
+    from tests.test_launch import write_status
+
+    grid = grid_file(tmp_path, cache_dir, lrs=(1e-3,), data__store=True, data__store_dir=str(tmp_path / "none"))
+    out = tmp_path / "r"
+    cmd = ["submit", str(grid), "--cluster", "debug", "--out", str(out)]
+    assert main(cmd) == 2
+    err = capsys.readouterr().err
+    assert "not ready" in err and "study data prepare" in err
+    assert not (out / "lt" / ".submitit").exists()  # nothing was submitted
+    assert main([*cmd, "--dry-run"]) == 0  # a dry run only lists
+    (cell,) = load_grid(grid).cells()
+    write_status(cell.run_dir(out), state="completed", step=1)
+    capsys.readouterr()
+    assert main(cmd) == 0 and "nothing to submit" in capsys.readouterr().out

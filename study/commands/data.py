@@ -77,19 +77,24 @@ def data_configs(target: str, overrides: list[str]) -> list:
     return out
 
 
+def _usable_cpus() -> int:
+    """The CPUs this process may run on (a SLURM allocation's, not the node's), where the OS says."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
 def run(args) -> int:
     from study.data import store
     from study.errors import ConfigError
 
     cfgs = data_configs(args.config, args.overrides)
+    if getattr(args, "workers", None) is not None and args.workers < 1:
+        raise ConfigError(f"--workers must be >= 1, got {args.workers}", key="--workers")
     if args.data_command == "prepare" and args.cluster:
         return _submit(args, cfgs)
     rows = []
     for cfg in cfgs:
         if args.data_command == "prepare":
-            workers = args.workers or len(os.sched_getaffinity(0))
-            if workers < 1:
-                raise ConfigError(f"--workers must be >= 1, got {workers}", key="--workers")
+            workers = args.workers or _usable_cpus()
             path = store.prepare(cfg.data, cfg.model.vocab_size, workers=workers)
         else:
             path = store.store_path(cfg.data, cfg.model.vocab_size)

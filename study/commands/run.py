@@ -9,6 +9,7 @@ from pathlib import Path
 
 from study import grid as grid_mod
 from study.errors import StudyError
+from study.lease import RunBusy
 from study.results import FINAL_STATES
 
 log = logging.getLogger(__name__)
@@ -69,11 +70,11 @@ def run_cells(cells, root: Path, *, dry_run: bool = False) -> Counter:
             result = train_run(cell.config, root, axes=cell.axes, argv=sys.argv)
         except KeyboardInterrupt:
             raise
+        except RunBusy as exc:  # another live process trains this cell: leave it to that one
+            log.warning("%s: skip (busy): %s", head, exc)
+            summary["skipped (busy)"] += 1
+            continue
         except StudyError as exc:  # a user-facing error: one line; its status.json says failed
-            if type(exc).__name__ == "RunBusy":  # another live process trains this cell: leave it to that one
-                log.warning("%s: skip (busy): %s", head, exc)
-                summary["skipped (busy)"] += 1
-                continue
             log.error("%s: failed: %s", head, exc)
             summary["failed"] += 1
             continue

@@ -68,13 +68,6 @@ def run(args) -> int:
     if cluster is None:
         raise ConfigError("no cluster given: pass --cluster slurm|local|debug (or set `cluster` in the profile "
                           "or the grid's cluster section)", key="--cluster")
-    if not args.dry_run:  # compute nodes read a prepared token store: it must exist before any job starts
-        from study.data.store import StoreError, check_ready
-
-        missing = check_ready(grid.cells(args.where))
-        if missing:
-            raise StoreError(f"{len(missing)} token store(s) of this grid not ready ({missing[0][1]}); prepare "
-                             f"them first with: study data prepare {args.grid} --workers N")
     argv = ["study", *sys.argv[1:]] if sys.argv and sys.argv[0].endswith("study") else list(sys.argv)
     report = submit_grid(grid, root=args.out, cluster=cluster, options=options, where=args.where,
                          only=args.only, logs=options.get("logs"), dry_run=args.dry_run,

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import submitit
 
+from study.data.store import StoreError, check_ready
 from study.dispatch.job import TrainCell
 from study.dispatch.options import DEFAULTS, check_cluster, executor_parameters, option_warnings
 from study.dispatch.select import Decision, plan_cells
@@ -126,6 +127,11 @@ def submit_grid(grid: GridLike, *, root, cluster: str, options: dict, cells=None
             f"`study run` trains them one after another")
     if dry_run:
         return report
+    # Compute nodes read a prepared token store (offline): every store the submitted cells need must be ready.
+    missing = check_ready([d.cell for d in todo])
+    if missing:
+        raise StoreError(f"{len(missing)} token store(s) of the cells to submit not ready ({missing[0][1]}); prepare "
+                         f"them first with: study data prepare {getattr(grid, 'path', None) or grid.name} --workers N")
 
     executor = make_executor(cluster, logs, options, name=grid.name)
     fns = [TrainCell(d.cell.config_dict, str(root), d.cell.axes, argv) for d in todo]

@@ -138,16 +138,7 @@ def _parse_axes(spec, src: str) -> list[Axis]:
                     raise ConfigError(f"expected a non-empty string, got {label!r}", key=f"{vkey}.label", source=src)
                 if not v:
                     raise ConfigError("the value sets no key", key=vkey, source=src)
-                sets = {}
-                for k, val in v.items():
-                    d = norm_key(str(k))
-                    if not is_config_key(d):
-                        raise ConfigError(f"unknown config key; valid keys: label, {key_choices()}",
-                                          key=f"{vkey}.{k}", source=src)
-                    if d in sets:
-                        raise ConfigError("key given twice (shorthand and dotted)", key=f"{vkey}.{k}", source=src)
-                    sets[d] = val
-                parsed.append(AxisValue(str(label), sets))
+                parsed.append(AxisValue(str(label), _config_sets(v, vkey, src, valid="label, ")))
             else:
                 # a seed value reads 'seed1' in run names, not a bare '1'
                 label = f"seed{value_label(v)}" if dotted == "train.seed" else value_label(v)
@@ -187,6 +178,21 @@ def _parse_conditions(spec, axes: list[Axis], key: str, src: str, *, config_keys
     return out
 
 
+def _config_sets(mapping: dict, key: str, src: str, *, valid: str = "") -> dict:
+    """{dotted config key: value} of an axis value or a rule's `set`; shorthand keys (`lr`) normalised, unknown
+    keys and a key given twice (shorthand and dotted) refused."""
+    sets = {}
+    for k, value in mapping.items():
+        d = norm_key(str(k))
+        if not is_config_key(d):
+            raise ConfigError(f"unknown config key; valid keys: {valid}{key_choices()}", key=f"{key}.{k}",
+                              source=src)
+        if d in sets:
+            raise ConfigError("key given twice (shorthand and dotted)", key=f"{key}.{k}", source=src)
+        sets[d] = value
+    return sets
+
+
 def _parse_rules(spec, axes: list[Axis], src: str) -> list[Rule]:
     if spec is None:
         return []
@@ -207,14 +213,7 @@ def _parse_rules(spec, axes: list[Axis], src: str) -> list[Rule]:
         if not isinstance(sets, dict) or not sets:
             raise ConfigError(f"expected a non-empty mapping of config key -> value, got {sets!r}",
                               key=f"{key}.set", source=src)
-        norm = {}
-        for k, v in sets.items():
-            d = norm_key(str(k))
-            if not is_config_key(d):
-                raise ConfigError(f"unknown config key; valid keys: {key_choices()}", key=f"{key}.set.{k}",
-                                  source=src)
-            norm[d] = v
-        rules.append(Rule(i, when, norm))
+        rules.append(Rule(i, when, _config_sets(sets, f"{key}.set", src)))
     return rules
 
 
