@@ -22,19 +22,19 @@ from pathlib import Path
 import common  # noqa: F401  (sys.path)
 import numpy as np
 
-PEAK_FLOPS = 989e12
-MFU = 0.45
+MFU = 0.45  # the yardstick for a GPU's consumption (study.cost plans grids at 0.40: this is stricter)
 SCALES = ("71m", "71m-24l", "71m-48l", "71m-72l", "71m-96l", "71m-120l", "130m", "350m", "1.3b", "3b", "7b")
 
 
 def gpu_tokens_per_s() -> dict:
     from study.config import resolve
+    from study.cost import DEFAULT_PEAK_FLOPS  # H100 bf16 dense, 989 TFLOP/s
     from study.model import info
 
     out = {}
     for s in SCALES:
         flops = info(resolve({"model": {"scale": s}}).model)["flops_per_token"]
-        out[s] = MFU * PEAK_FLOPS / flops
+        out[s] = MFU * DEFAULT_PEAK_FLOPS / flops
     return out
 
 

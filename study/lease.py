@@ -77,11 +77,7 @@ def _pid_alive(pid: int, start: str | None) -> bool:
 
 def read(run_dir) -> dict | None:
     """The lease of `run_dir` (None when there is none or it is unreadable)."""
-    try:
-        data = json.loads((Path(run_dir) / LEASE).read_text())
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
+    return read_json_file(Path(run_dir) / LEASE)
 
 
 def owner_gone(lease: dict | None, *, now: float | None = None, stale_after_s: float | None = None) -> str | None:
@@ -245,6 +241,7 @@ class Lease:
 
 
 def read_json_file(path: Path) -> dict | None:
+    """The JSON object in `path`, or None when it is missing, unreadable or not an object."""
     try:
         data = json.loads(Path(path).read_text())
     except (OSError, ValueError):

@@ -308,10 +308,6 @@ class GridLike(Protocol):
     def select(self, where=(), only=()) -> list[CellLike]: ...
 
 
-def cell_run_dir(cell: CellLike, root) -> Path:
-    return Path(cell.run_dir(root))
-
-
 def grid_status(grid: GridLike | None, root, *, cells: list[CellLike] | None = None, where=(), only=(),
                 scheduler: bool = True) -> list[RunState]:
     """RunState of each selected cell of `grid` (a study.grid.Grid), refined by the scheduler where possible."""
@@ -319,7 +315,7 @@ def grid_status(grid: GridLike | None, root, *, cells: list[CellLike] | None = N
         cells = grid.select(where, only)
     runs = []
     for cell in cells:
-        run = read_run_state(cell_run_dir(cell, root))
+        run = read_run_state(Path(cell.run_dir(root)))
         run.run_id, run.axes = cell.run_id, dict(cell.axes)
         run.run_name = cell.run_name
         if run.steps is None:

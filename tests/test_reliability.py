@@ -23,6 +23,7 @@ import torch
 from study import lease as lease_mod
 from study.config import resolve, run_id
 from study.errors import CheckpointError, ConfigError, StorageError
+from study.fsutil import sha256_file
 from study.results import RunDir
 from study.train import checkpoint as ckpt
 from study.train import train_run
@@ -159,7 +160,7 @@ def _interrupted(cfg, root, at=2) -> RunDir:
 
 
 def _rewrite_manifest(folder: Path) -> None:
-    manifest = {p.name: {"bytes": p.stat().st_size, "sha256": ckpt._sha256(p)}
+    manifest = {p.name: {"bytes": p.stat().st_size, "sha256": sha256_file(p)}
                 for p in sorted(folder.iterdir()) if p.name != "MANIFEST.json"}
     (folder / "MANIFEST.json").write_text(json.dumps(manifest))
 

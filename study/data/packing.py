@@ -30,7 +30,6 @@ import math
 import threading
 
 import numpy as np
-import torch
 
 from study.data import cache, corpus
 from study.data.batch import IGNORE, batch_dict, check_stream_args
@@ -363,9 +362,9 @@ def open_stream(data_cfg, tok, **kwargs):
 def _heldout_stream(data_cfg, tok, tokens: int) -> np.ndarray:
     """The first `tokens` + 1 tokens of the held-out split (documents each followed by EOS), in source order."""
     if getattr(data_cfg, "store", False):
-        from study.data.store import open_store
+        from study.data.store_read import store_of
 
-        held = (getattr(tok, "store", None) or open_store(data_cfg, tok.vocab_size)).heldout
+        held = store_of(tok).heldout
         if held.tokens == 0:
             return np.zeros(0, dtype=np.int64)
         # whole documents, as below: up to the end of the document holding token `tokens`
@@ -426,9 +425,5 @@ def heldout_batches(data_cfg, tok, *, seq_len: int, tokens: int, batch_size: int
         labels = seq[1:].copy()
         labels[len(piece) - 1:] = IGNORE
         rows.append((seq[:-1], labels))
-    batches = []
-    for i in range(0, len(rows), batch_size):
-        inputs = torch.from_numpy(np.stack([r[0] for r in rows[i:i + batch_size]]))
-        labels = torch.from_numpy(np.stack([r[1] for r in rows[i:i + batch_size]]))
-        batches.append({"input_ids": inputs, "labels": labels, "n_tokens": int((labels != IGNORE).sum())})
-    return batches
+    chunks = [rows[i:i + batch_size] for i in range(0, len(rows), batch_size)]
+    return [batch_dict(np.stack([r[0] for r in c]), np.stack([r[1] for r in c])) for c in chunks]

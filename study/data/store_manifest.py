@@ -15,7 +15,6 @@ import numpy as np
 from study.data import cache, corpus
 from study.data.tokens import token_dtype
 from study.errors import DataError
-from study.fsutil import sha256_file  # noqa: F401  (re-exported: store_units and store_read use it from here)
 
 
 class StoreError(DataError):
@@ -67,14 +66,12 @@ def prepare_command(config_hint: str | None = None) -> str:
 def source_fingerprint(data_cfg) -> str:
     """Fingerprint of the source content as far as it can be measured here (files: size and mtime)."""
     d = data_cfg
-    if d.source == "default":
-        return "default-" + corpus.default_fingerprint()
-    if d.source == "files":
-        return "files-" + corpus.files_fingerprint(d.paths, d.text_field)
-    stats = []
+    if d.source != "hf":  # a finite source: the token cache's fingerprint of its documents
+        return corpus.corpus_fingerprint(d)
+    stats = []  # a hub or local dataset: its name and, for local data files, their sizes and times
     for files in (d.hf_data_files or {}).values():
         for pattern in [files] if isinstance(files, str) else files:
-            for path, _ in _local_matches(pattern):
+            for path in _local_matches(pattern):
                 st = os.stat(path)
                 stats.append([path, st.st_size, st.st_mtime_ns])
     return "hf-" + cache.stable_hash([d.hf_path, d.hf_name, d.hf_data_files, stats])
@@ -83,7 +80,7 @@ def source_fingerprint(data_cfg) -> str:
 def _local_matches(pattern: str):
     for m in sorted(glob.glob(os.path.expanduser(str(pattern)), recursive=True)):
         if os.path.isfile(m):
-            yield os.path.abspath(m), m
+            yield os.path.abspath(m)
 
 
 

@@ -131,8 +131,6 @@ def prepare(data_cfg, vocab_size: int, *, workers: int = 1, units: list[int] | N
         if not (tok_dir / "fingerprint.json").exists():
             built = build_tokenizer(dataclasses.replace(data_cfg, store=False), vocab_size=vocab_size)
             save_tokenizer(built, tok_dir)
-        tok = _saved_tokenizer(tok_dir, built if data_cfg.tokenizer == "default" else None)
-        encoder = _worker_tokenizer(tok_dir)
 
         finite = None if data_cfg.source == "hf" else list(corpus.finite_documents(data_cfg))  # parsed once
         plan = plan_units(data_cfg, finite)
@@ -143,10 +141,11 @@ def prepare(data_cfg, vocab_size: int, *, workers: int = 1, units: list[int] | N
             if workers <= 1:
                 work = [(u, None if finite is None else finite[u.start:u.stop]) for u in todo]
                 with _single_threaded_tokenizers():
-                    process_units(data_cfg, encoder, work, partial)
+                    process_units(data_cfg, _worker_tokenizer(tok_dir), work, partial)
             else:
                 jobs = worker_jobs(todo, finite, workers)
-                if finite is not None and isinstance(encoder, _FastEncoder):
+                encoder = _worker_tokenizer(tok_dir) if finite is not None else None
+                if isinstance(encoder, _FastEncoder):
                     # A finite source with a fast tokenizer: `workers` threads of this process. encode_batch
                     # releases the GIL, so threads tokenize in parallel with one shared BPE cache and nothing to
                     # fork or pickle (measured: 2 threads 1.7x faster than 1 at the same CPU per token, where 2
@@ -171,6 +170,7 @@ def prepare(data_cfg, vocab_size: int, *, workers: int = 1, units: list[int] | N
         if missing:
             raise DataError(f"token store {path}: {len(missing)} units not prepared yet (first: {missing[0]}); "
                             f"run `study data prepare` again to finish them")
+        tok = _saved_tokenizer(tok_dir, built if data_cfg.tokenizer == "default" else None)
         manifest = build_manifest(data_cfg, vocab_size, tok, plan, markers, workers, time.perf_counter() - start)
         manifest["prepared"].update(units_s=round(parallel_s, 3),
                                     units_cpu_s=round(sum(m.get("cpu_s", 0.0) for m in markers), 3))
@@ -199,7 +199,7 @@ def submit_prepare(data_cfg, vocab_size: int, executor, *, tasks: int, workers: 
     n = len(plan_units(data_cfg))
     tasks = max(1, min(tasks, n))
     shares = [list(range(k, n, tasks)) for k in range(tasks)]
-    cfg = _plain(data_cfg)
+    cfg = dataclasses.asdict(data_cfg)
     jobs = executor.map_array(_prepare_task, [cfg] * tasks, [vocab_size] * tasks, shares, [workers] * tasks)
     if not wait:
         ids = ":".join(str(j.job_id).split("_")[0] for j in jobs[:1])
@@ -209,10 +209,6 @@ def submit_prepare(data_cfg, vocab_size: int, executor, *, tasks: int, workers: 
         j.result()
     prepare(data_cfg, vocab_size, units=[])
     return jobs, None
-
-
-def _plain(data_cfg) -> dict:
-    return dataclasses.asdict(data_cfg)
 
 
 def _prepare_task(data_dict: dict, vocab_size: int, units: list[int], workers: int, finalize: bool = False) -> str:

@@ -10,8 +10,9 @@ from pathlib import Path
 import numpy as np
 
 from study.data.hf_tokenizer import load_tokenizer_dir
-from study.data.store_manifest import SPLITS, STORE_FORMAT, StoreError, prepare_command, sha256_file, spec, store_path
+from study.data.store_manifest import SPLITS, STORE_FORMAT, StoreError, prepare_command, spec, store_path
 from study.errors import DataError
+from study.fsutil import sha256_file
 
 
 class SplitView:
@@ -162,6 +163,16 @@ def store_tokenizer(data_cfg, vocab_size: int):
                                   f"manifest {want['fingerprint']}); prepare it again")
     tok.store = store  # the stream and the held-out batches read this store
     return tok
+
+
+def store_of(tok) -> TokenStore:
+    """The token store a tokenizer from `store_tokenizer` reads (the store is keyed by the model's vocabulary
+    size, which the tokenizer's own length need not equal: only its loader knows the store)."""
+    store = getattr(tok, "store", None)
+    if store is None:
+        raise DataError(f"tokenizer {tok.name!r} does not come from a token store: build it with data.store on "
+                        f"(study.data.build_tokenizer), which loads the store's own copy")
+    return store
 
 
 def check_ready(cells_or_cfgs) -> list[tuple[Path, str]]:

@@ -20,7 +20,7 @@ from __future__ import annotations
 import numpy as np
 
 from study.data.batch import IGNORE, batch_dict, check_stream_args
-from study.data.store_read import open_store
+from study.data.store_read import store_of
 from study.errors import DataError
 
 STATE_FORMAT = 1
@@ -70,11 +70,10 @@ def permutation_at(positions: np.ndarray, n: int, seed: int, epoch: int) -> np.n
 class StoreStream:
     """Same interface as study.data.TrainStream (next_batch, state_dict, load_state_dict, epoch, sequences)."""
 
-    def __init__(self, data_cfg, tok, *, seq_len: int, seed: int = 0, rank: int = 0, world_size: int = 1,
-                 vocab_size: int | None = None):
+    def __init__(self, data_cfg, tok, *, seq_len: int, seed: int = 0, rank: int = 0, world_size: int = 1):
         check_stream_args(data_cfg, seq_len=seq_len, rank=rank, world_size=world_size)
         self.cfg, self.tok = data_cfg, tok
-        self.store = getattr(tok, "store", None) or open_store(data_cfg, vocab_size or tok.vocab_size)
+        self.store = store_of(tok)
         if self.store.manifest["tokenizer"]["fingerprint"] != tok.fingerprint:
             raise DataError(f"token store {self.store.path} was tokenized with "
                             f"{self.store.manifest['tokenizer']['name']!r}, this run's tokenizer is {tok.name!r}")

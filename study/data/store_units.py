@@ -8,7 +8,6 @@ preparation keeps the finished units (`marker_ok`).
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import os
@@ -19,9 +18,9 @@ from pathlib import Path
 import numpy as np
 
 from study.data import cache, corpus
-from study.data.store_manifest import sha256_file
 from study.data.tokens import token_dtype
 from study.errors import DataError
+from study.fsutil import sha256_file
 
 UNIT_DOCS = 256  # documents per unit of the bundled corpus or a `files` source
 ENCODE_CHARS = 8_000_000  # characters per encode_batch call (about 2M tokens: bounds the Encodings held at once)
@@ -71,23 +70,13 @@ def plan_units(data_cfg, finite_docs: list | None = None) -> list[Unit]:
             for j, a in enumerate(range(0, n_docs, UNIT_DOCS))]
 
 
-def unit_documents(data_cfg, unit: Unit, finite_docs=None):
-    """(doc_id, text) of one unit, empty documents skipped (as the streaming path does)."""
-    if unit.hf_split is not None:
-        ds = _hf_stream(data_cfg, unit.hf_split)
-        if unit.of > 1:
-            ds = ds.shard(num_shards=unit.of, index=unit.shard, contiguous=True)
-        yield from corpus.hf_documents(data_cfg, unit.hf_split, dataset=ds)
-        return
-    if isinstance(finite_docs, list):
-        yield from finite_docs[unit.start:unit.stop]
-        return
-    docs = finite_docs if finite_docs is not None else corpus.finite_documents(data_cfg)
-    for i, doc in enumerate(docs):
-        if i >= unit.stop:
-            return
-        if i >= unit.start:
-            yield doc
+def unit_documents(data_cfg, unit: Unit):
+    """(doc_id, text) of an HF unit (its file shard of the split), empty documents skipped (as the streaming path
+    does). A finite source's documents are parsed once by the caller and handed to process_units."""
+    ds = _hf_stream(data_cfg, unit.hf_split)
+    if unit.of > 1:
+        ds = ds.shard(num_shards=unit.of, index=unit.shard, contiguous=True)
+    yield from corpus.hf_documents(data_cfg, unit.hf_split, dataset=ds)
 
 
 def write_shard(folder: Path, name: str, docs: list, dtype, eos: int) -> dict:
@@ -165,11 +154,11 @@ def process_units(data_cfg, tok, work: list, partial: Path) -> list[dict]:
 
 def worker_jobs(todo: list[Unit], finite: list | None, workers: int) -> list[list]:
     """The pool's jobs: an HF unit alone (its worker reads its file shard); units of a finite source in runs of
-    consecutive units carrying their documents (positions rebased to 0), about min(ENCODE_CHARS, all / workers)
+    consecutive units carrying their documents, about min(ENCODE_CHARS, all / workers)
     characters each, so that every worker gets work and encodes in large calls."""
     if finite is None:
         return [[(u, None)] for u in todo]
-    work = [(dataclasses.replace(u, start=0, stop=u.stop - u.start), finite[u.start:u.stop]) for u in todo]
+    work = [(u, finite[u.start:u.stop]) for u in todo]
     sizes = [sum(len(t) for _, t in docs) for _, docs in work]
     target = max(1, min(ENCODE_CHARS, -(-sum(sizes) // max(1, workers))))
     jobs: dict[int, list] = {}

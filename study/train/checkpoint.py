@@ -114,7 +114,6 @@ def step_dir_name(step: int) -> str:
     return f"step_{step:07d}"
 
 
-_sha256 = sha256_file  # the name sharded.py and the tests use
 
 
 def _fsync_dir(path: Path) -> None:
@@ -138,7 +137,7 @@ def save(ckpt_root: Path, step: int, *, model_state: dict, optim_state: dict, tr
         torch.save(optim_state, tmp / "optim.pt")
         write_trainer_state(tmp, trainer_state)
         (tmp / "state.json").write_text(json.dumps(state, indent=1) + "\n")
-        manifest = {name: {"bytes": (tmp / name).stat().st_size, "sha256": _sha256(tmp / name)} for name in FILES}
+        manifest = {name: {"bytes": (tmp / name).stat().st_size, "sha256": sha256_file(tmp / name)} for name in FILES}
         (tmp / "MANIFEST.json").write_text(json.dumps(manifest, indent=1) + "\n")
         for name in (*FILES, "MANIFEST.json"):
             with open(tmp / name, "rb") as fh:
@@ -202,7 +201,7 @@ def verify(path: Path) -> str | None:
         size = file.stat().st_size
         if size != entry["bytes"]:
             return f"{name} has {size} bytes, the manifest says {entry['bytes']} (truncated?)"
-        if _sha256(file) != entry["sha256"]:
+        if sha256_file(file) != entry["sha256"]:
             return f"{name} does not match its checksum"
     return None
 

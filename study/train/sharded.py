@@ -30,6 +30,7 @@ from pathlib import Path
 import torch
 
 from study.errors import CheckpointError
+from study.fsutil import sha256_file
 from study.train import checkpoint as ckpt
 
 DCP_DIR = "dcp"
@@ -65,7 +66,7 @@ def is_sharded(path) -> bool:
 
 def _manifest(folder: Path) -> dict:
     files = sorted(p for p in folder.rglob("*") if p.is_file() and p.name != "MANIFEST.json")
-    return {str(p.relative_to(folder)): {"bytes": p.stat().st_size, "sha256": ckpt._sha256(p)} for p in files}
+    return {str(p.relative_to(folder)): {"bytes": p.stat().st_size, "sha256": sha256_file(p)} for p in files}
 
 
 def save(ckpt_root: Path, step: int, *, dist, model, optimizer, trainer_state: dict, state: dict,
