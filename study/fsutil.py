@@ -63,6 +63,15 @@ def atomic_write_json(path: str | os.PathLike, data: Any, *, indent: int | None 
     return atomic_write_text(path, json.dumps(data, indent=indent, default=default) + "\n", fsync=fsync)
 
 
+def temp_dir_beside(path: str | os.PathLike) -> Path:
+    """A fresh empty folder beside `path` (same filesystem: renaming it onto `path` is atomic), mode per umask."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _beside(path, "tmp")
+    tmp.mkdir()
+    return tmp
+
+
 @contextlib.contextmanager
 def atomic_dir(path: str | os.PathLike, *, replace: Callable[[Path], bool] | bool = False) -> Iterator[Path]:
     """Fill a temporary folder beside `path` inside the block; on success it is renamed onto `path`.
@@ -78,9 +87,7 @@ def atomic_dir(path: str | os.PathLike, *, replace: Callable[[Path], bool] | boo
     path = Path(path)
     if path.exists() and not (replace(path) if callable(replace) else replace):
         raise FileExistsError(f"{path} exists; not replacing it")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _beside(path, "tmp")
-    tmp.mkdir()
+    tmp = temp_dir_beside(path)
     try:
         yield tmp
         if path.exists():

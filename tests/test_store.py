@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import random
 
 import numpy as np
@@ -229,6 +230,9 @@ def test_default_bpe_record_is_its_saved_copy(cache_dir, tmp_path):
     assert record == {"name": copy.name, "fingerprint": copy.fingerprint, "vocab_size": copy.vocab_size,
                       "eos_id": copy.eos_id, "pad_id": copy.pad_id}
     assert build_tokenizer(cfg.data, cfg.model.vocab_size).fingerprint == copy.fingerprint  # the store's check
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (path / "tokenizer").stat().st_mode & 0o777 == 0o777 & ~umask  # group-shareable, not mkdtemp's 0700
 
 
 def test_partial_store_is_refused_then_resumed(prepared, tmp_path):

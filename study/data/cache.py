@@ -11,10 +11,7 @@ import contextlib
 import hashlib
 import json
 import os
-import tempfile
 from pathlib import Path
-
-from study import fsutil
 
 try:
     import fcntl
@@ -50,13 +47,3 @@ def locked(path: Path):
                 fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write `text` to `path` through a temporary file in the same folder and an atomic rename (study.fsutil)."""
-    fsutil.atomic_write_text(path, text)
-
-
-def temp_dir_beside(path: Path) -> Path:
-    """A fresh temporary folder next to `path`, to be filled and then renamed onto it."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))

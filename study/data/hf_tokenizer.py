@@ -10,11 +10,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 from pathlib import Path
 
-from study.data import cache
 from study.errors import DataError
+from study.fsutil import atomic_dir
 
 
 class Tokenizer:
@@ -74,18 +73,11 @@ def load_hf_tokenizer(name: str):
 
 def save_tokenizer(tok: Tokenizer, folder: Path) -> None:
     """Save the tokenizer's files into `folder` (atomically) with its name and fingerprint."""
-    tmp = cache.temp_dir_beside(folder)
-    try:
+    with atomic_dir(folder, replace=True) as tmp:
         tok.hf.save_pretrained(str(tmp))
         fast = getattr(tok, "_backend", None) is not None
         (tmp / "fingerprint.json").write_text(json.dumps({"name": tok.name, "fast": fast, "vocab_size": tok.vocab_size,
                                                           "eos_id": tok.eos_id}))
-        if folder.exists():
-            shutil.rmtree(folder)
-        os.rename(tmp, folder)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 def load_tokenizer_dir(folder) -> Tokenizer:

@@ -13,6 +13,7 @@ import shutil
 import time
 from pathlib import Path
 
+from study import fsutil
 from study.data import cache, corpus
 from study.data.hf_tokenizer import load_tokenizer_dir, save_tokenizer
 from study.data.store_manifest import build_manifest, spec, store_path
@@ -122,7 +123,7 @@ def prepare(data_cfg, vocab_size: int, *, workers: int = 1, units: list[int] | N
             log.warning("%s was started for other data: rebuilding it", partial)
             shutil.rmtree(partial)
             partial.mkdir(parents=True)
-        cache.atomic_write_text(spec_file, json.dumps(my_spec, sort_keys=True))
+        fsutil.atomic_write_text(spec_file, json.dumps(my_spec, sort_keys=True))
 
         # The tokenizer is saved first and every worker loads that copy: the store's tokens are the saved
         # tokenizer's, and the same copy is what training loads.
@@ -174,7 +175,7 @@ def prepare(data_cfg, vocab_size: int, *, workers: int = 1, units: list[int] | N
         manifest = build_manifest(data_cfg, vocab_size, tok, plan, markers, workers, time.perf_counter() - start)
         manifest["prepared"].update(units_s=round(parallel_s, 3),
                                     units_cpu_s=round(sum(m.get("cpu_s", 0.0) for m in markers), 3))
-        cache.atomic_write_text(partial / "manifest.json", json.dumps(manifest, indent=1))
+        fsutil.atomic_write_text(partial / "manifest.json", json.dumps(manifest, indent=1))
         shutil.rmtree(partial / "units", ignore_errors=True)
         try:
             os.rename(partial, path)

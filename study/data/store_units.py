@@ -17,7 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from study.data import cache, corpus
+from study import fsutil
+from study.data import corpus
 from study.data.tokens import token_dtype
 from study.errors import DataError
 from study.fsutil import sha256_file
@@ -133,7 +134,7 @@ def process_units(data_cfg, tok, work: list, partial: Path) -> list[dict]:
             now = time.thread_time()
             marker["cpu_s"], state["clock"] = now - state["clock"], now  # reading, tokenizing, writing
             (partial / "units").mkdir(parents=True, exist_ok=True)
-            cache.atomic_write_text(partial / "units" / f"{unit.name}.json", json.dumps(marker))
+            fsutil.atomic_write_text(partial / "units" / f"{unit.name}.json", json.dumps(marker))
             markers.append(marker)
         ready.clear()
 

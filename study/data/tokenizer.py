@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from study import fsutil
 from study.data import cache, corpus
 from study.data.hf_tokenizer import Tokenizer, load_hf_tokenizer, load_tokenizer_dir
 from study.data.store_read import store_tokenizer
@@ -86,7 +87,7 @@ def default_bpe(data_cfg, vocab_size: int):
             if not path.exists():
                 tk = train_bpe((text for doc_id, text in corpus.default_documents()
                                 if not corpus.is_heldout(doc_id, data_cfg.heldout_fraction)), vocab_size)
-                cache.atomic_write_text(path, tk.to_str())
+                fsutil.atomic_write_text(path, tk.to_str())
     try:
         return TkTokenizer.from_file(str(path))
     except Exception as exc:

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from study import fsutil
 from study.data import cache, corpus
 from study.errors import DataError
 
@@ -114,7 +115,7 @@ def _build(folder: Path, docs, tok, key: str) -> None:
     STATS["tokenized"] += 1
     if not ids:
         raise DataError("the corpus has no documents (every document is empty)")
-    tmp = cache.temp_dir_beside(folder)
+    tmp = fsutil.temp_dir_beside(folder)
     try:
         np.save(tmp / "tokens.npy", tokens)
         np.save(tmp / "offsets.npy", offsets)

@@ -112,8 +112,9 @@ def generate(cache_dir: str | Path | None = None, data_cfg=None) -> dict[str, Pa
 
     cache_dir: where the files go (default: `<data.cache_dir>/eval_tasks`); a subfolder per cache key.
     """
-    from study.data.cache import atomic_write_text, locked, stable_hash
+    from study.data.cache import locked, stable_hash
     from study.data.corpus import documents
+    from study.fsutil import atomic_write_text
 
     cfg = _corpus_cfg(data_cfg)
     key = cache_key(cfg)
