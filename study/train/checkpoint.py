@@ -27,7 +27,7 @@ from study.fsutil import atomic_write_text, sha256_file
 
 log = logging.getLogger(__name__)
 
-FILES = ("model.pt", "optim.pt", "trainer.pt", "trainer.json", "state.json")
+# A full checkpoint holds model.pt, optim.pt, trainer.pt, trainer.json, state.json and their MANIFEST.json.
 TEMPORARY_PREFIXES = (".tmp-", ".latest.tmp-")
 
 
@@ -135,17 +135,31 @@ def save(ckpt_root: Path, step: int, *, model_state: dict, optim_state: dict, tr
     try:
         torch.save(model_state, tmp / "model.pt")
         torch.save(optim_state, tmp / "optim.pt")
-        write_trainer_state(tmp, trainer_state)
-        (tmp / "state.json").write_text(json.dumps(state, indent=1) + "\n")
-        manifest = {name: {"bytes": (tmp / name).stat().st_size, "sha256": sha256_file(tmp / name)} for name in FILES}
-        (tmp / "MANIFEST.json").write_text(json.dumps(manifest, indent=1) + "\n")
-        for name in (*FILES, "MANIFEST.json"):
-            with open(tmp / name, "rb") as fh:
-                os.fsync(fh.fileno())
     except BaseException:  # a full disk (or a kill): give the space back now, not at the next start
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    finish(tmp, trainer_state, state)
     return publish(ckpt_root, tmp, step, keep)
+
+
+def finish(tmp: Path, trainer_state: dict, state: dict) -> None:
+    """Complete a checkpoint folder whose weights are written (model.pt/optim.pt, or a sharded dcp/ folder):
+    trainer state, state.json and a MANIFEST of every file, all on disk before publish() makes it visible. On
+    failure the folder is removed at once."""
+    try:
+        write_trainer_state(tmp, trainer_state)
+        (tmp / "state.json").write_text(json.dumps(state, indent=1) + "\n")
+        files = sorted(p for p in tmp.rglob("*") if p.is_file() and p.name != "MANIFEST.json")
+        manifest = {str(p.relative_to(tmp)): {"bytes": p.stat().st_size, "sha256": sha256_file(p)} for p in files}
+        (tmp / "MANIFEST.json").write_text(json.dumps(manifest, indent=1) + "\n")
+        for path in (*files, tmp / "MANIFEST.json"):
+            with open(path, "rb") as fh:
+                os.fsync(fh.fileno())
+        for folder in sorted({p.parent for p in files} - {tmp}):
+            _fsync_dir(folder)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
 
 
 def begin(ckpt_root: Path, step: int) -> Path:

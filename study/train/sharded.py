@@ -23,14 +23,12 @@ payloads DCP reads with weights_only=True itself; trainer.pt is tensors only.
 from __future__ import annotations
 
 import json
-import os
 import pickle
 from pathlib import Path
 
 import torch
 
 from study.errors import CheckpointError
-from study.fsutil import sha256_file
 from study.train import checkpoint as ckpt
 
 DCP_DIR = "dcp"
@@ -64,11 +62,6 @@ def is_sharded(path) -> bool:
     return (Path(path) / DCP_DIR).is_dir()
 
 
-def _manifest(folder: Path) -> dict:
-    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.name != "MANIFEST.json")
-    return {str(p.relative_to(folder)): {"bytes": p.stat().st_size, "sha256": sha256_file(p)} for p in files}
-
-
 def save(ckpt_root: Path, step: int, *, dist, model, optimizer, trainer_state: dict, state: dict,
          keep: int) -> Path | None:
     """Collective: every rank calls it. Returns the final folder on rank 0, None elsewhere."""
@@ -85,14 +78,7 @@ def save(ckpt_root: Path, step: int, *, dist, model, optimizer, trainer_state: d
     dist.barrier()
     final = None
     if dist.main:
-        ckpt.write_trainer_state(tmp, trainer_state)
-        (tmp / "state.json").write_text(json.dumps(state, indent=1) + "\n")
-        manifest = _manifest(tmp)
-        (tmp / "MANIFEST.json").write_text(json.dumps(manifest, indent=1) + "\n")
-        for name in (*manifest, "MANIFEST.json"):
-            with open(tmp / name, "rb") as fh:
-                os.fsync(fh.fileno())
-        ckpt._fsync_dir(tmp / DCP_DIR)
+        ckpt.finish(tmp, trainer_state, state)
         final = ckpt.publish(ckpt_root, tmp, step, keep)
     dist.barrier()
     return final
