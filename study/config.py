@@ -328,8 +328,7 @@ def load(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] 
                                                                   or exc.key.startswith(k + "["))), None)
         if text is None:
             raise
-        message = str(exc).split(": ", 1)[1] if exc.source or exc.key else str(exc)
-        raise ConfigError(message, key=exc.key, source=f"--set {text}") from None
+        raise ConfigError(exc.message, key=exc.key, source=f"--set {text}") from None
 
 
 def semantic_dict(cfg: RunConfig) -> dict:

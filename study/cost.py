@@ -6,8 +6,6 @@ measured FLOP/s by it for the MFU it logs, and benchmarks/throughput.py reports 
 
 from __future__ import annotations
 
-import dataclasses
-import json
 from typing import TYPE_CHECKING
 
 from study.config import RunConfig
@@ -32,22 +30,6 @@ def device_peak_flops(device_name: str) -> float | None:
     return next((v for k, v in PEAK_FLOPS.items() if k in device_name), None)
 
 
-_INFO_CACHE: dict[str, dict] = {}
-
-
-def _model_info(model_cfg) -> dict | None:
-    try:
-        from study.model import info
-    except ModuleNotFoundError as exc:
-        if exc.name and exc.name.startswith("study.model"):
-            return None
-        raise
-    key = json.dumps(dataclasses.asdict(model_cfg), sort_keys=True)
-    if key not in _INFO_CACHE:
-        _INFO_CACHE[key] = info(model_cfg)
-    return _INFO_CACHE[key]
-
-
 def estimate(cell: Cell | RunConfig, *, mfu: float = DEFAULT_MFU, peak_flops: float = DEFAULT_PEAK_FLOPS,
              world_size: int = 1, gpu_mem_bytes: float | None = None) -> dict:
     """{'params', 'tokens', 'gpu_hours', 'flops_per_token', 'mfu', 'peak_flops', 'memory_per_gpu', 'fits'}.
@@ -55,23 +37,21 @@ def estimate(cell: Cell | RunConfig, *, mfu: float = DEFAULT_MFU, peak_flops: fl
     tokens = steps · global_batch · seq_len; gpu_hours = tokens · flops_per_token / (mfu · peak_flops) / 3600,
     with flops_per_token the training FLOPs of study.model.info (6N + attention). memory_per_gpu is
     study.model.memory_estimate for the cell's micro-batch, parallelism and precision over `world_size` GPUs;
-    fits compares it with gpu_mem_bytes (None when not given). Model-derived values are None while study.model is
-    not importable.
+    fits compares it with gpu_mem_bytes (None when not given).
     """
     cfg = cell if isinstance(cell, RunConfig) else cell.config  # a RunConfig, or a grid Cell holding one
     if not mfu > 0 or not peak_flops > 0:
         raise ConfigError(f"MFU and peak FLOP/s must be > 0, got {mfu} and {peak_flops}", key="--mfu")
     tokens = cfg.train.steps * cfg.train.global_batch * cfg.model.seq_len
-    info = _model_info(cfg.model)
-    params = fpt = hours = memory = fits = None
-    if info is not None:
-        from study.model import memory_estimate
-        params, fpt = info["params"], info["flops_per_token"]
-        hours = tokens * fpt / (mfu * peak_flops) / 3600.0
-        memory = memory_estimate(cfg.model, micro_batch=cfg.train.micro_batch, world_size=max(1, world_size),
-                                 parallelism=cfg.train.parallelism, precision=cfg.train.precision,
-                                 activation_checkpointing=cfg.train.activation_checkpointing)["total_bytes"]
-        fits = None if gpu_mem_bytes is None else memory <= gpu_mem_bytes
+    from study.model import info, memory_estimate  # here: torch loads only when an estimate is asked for
+
+    model = info(cfg.model)
+    params, fpt = model["params"], model["flops_per_token"]
+    hours = tokens * fpt / (mfu * peak_flops) / 3600.0
+    memory = memory_estimate(cfg.model, micro_batch=cfg.train.micro_batch, world_size=max(1, world_size),
+                             parallelism=cfg.train.parallelism, precision=cfg.train.precision,
+                             activation_checkpointing=cfg.train.activation_checkpointing)["total_bytes"]
+    fits = None if gpu_mem_bytes is None else memory <= gpu_mem_bytes
     return {"params": params, "tokens": tokens, "gpu_hours": hours, "flops_per_token": fpt, "mfu": mfu,
             "peak_flops": peak_flops, "memory_per_gpu": memory, "fits": fits}
 

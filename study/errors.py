@@ -16,7 +16,7 @@ class ConfigError(StudyError):
     exit_code = 2
 
     def __init__(self, message: str, *, key: str | None = None, source: str | None = None):
-        self.key, self.source = key, source
+        self.message, self.key, self.source = message, key, source
         where = ", ".join(p for p in (source, f"key '{key}'" if key else None) if p)
         super().__init__(f"{where}: {message}" if where else message)
 

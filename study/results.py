@@ -94,6 +94,16 @@ def _clean(value):
     return value
 
 
+def check_results_root(root) -> Path:
+    """`root` as a Path, refused (exit 2) when it exists but is not a folder: runs go below it."""
+    from study.errors import ConfigError
+
+    root = Path(root)
+    if root.exists() and not root.is_dir():
+        raise ConfigError(f"the results root {root} is a file, not a folder", key="--out")
+    return root
+
+
 def write_json_atomic(path: Path, data) -> None:
     """`data` as JSON (NaN/inf as strings, numpy/torch scalars as numbers), written atomically (study.fsutil)."""
     atomic_write_json(path, _clean(data), indent=1, default=_json_default)

@@ -10,7 +10,7 @@ from pathlib import Path
 from study import grid as grid_mod
 from study.errors import StudyError
 from study.lease import RunBusy
-from study.results import FINAL_STATES
+from study.results import FINAL_STATES, check_results_root
 
 log = logging.getLogger(__name__)
 
@@ -34,10 +34,7 @@ def register(subparsers) -> None:
 def run(args) -> int:
     grid = grid_mod.load_grid(args.grid)
     cells = grid.select(args.where, args.only)
-    root = Path(args.out)
-    if root.exists() and not root.is_dir():
-        from study.errors import ConfigError
-        raise ConfigError(f"the results root {root} is a file, not a folder", key="--out")
+    root = check_results_root(args.out)  # before any cell: each would fail on it alone
     if not cells:
         print(f"{grid.source}: no cells selected")
         return 0

@@ -75,9 +75,8 @@ def check_options(raw: dict | None, *, source: str) -> dict:
         value = coerce(value, tp, str(key), source, number_as_str=True, scalar_as_list=True)
         if tp in (int, float) and value < 0:
             raise ConfigError(f"must be >= 0, got {value!r}", key=str(key), source=source)
-        if k == "cluster" and value not in CLUSTERS:
-            raise ConfigError(f"unknown cluster {value!r}; valid choices: {', '.join(CLUSTERS)}", key=str(key),
-                              source=source)
+        if k == "cluster":
+            check_cluster(value, key=str(key), source=source)
         out[k] = value
     return out
 
@@ -187,10 +186,11 @@ def option_warnings(options: dict) -> list[str]:
     return out
 
 
-def check_cluster(cluster: object, *, key: str = "--cluster") -> None:
+def check_cluster(cluster: object, *, key: str = "--cluster", source: str | None = None) -> None:
     """A clear error for a cluster name that is not one of CLUSTERS."""
     if cluster not in CLUSTERS:
-        raise ConfigError(f"unknown cluster {cluster!r}; valid choices: {', '.join(CLUSTERS)}", key=key)
+        raise ConfigError(f"unknown cluster {cluster!r}; valid choices: {', '.join(CLUSTERS)}", key=key,
+                          source=source)
 
 
 def summarize_options(options: dict) -> str:

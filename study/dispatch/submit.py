@@ -20,7 +20,7 @@ from study.dispatch.job import TrainCell
 from study.dispatch.options import DEFAULTS, check_cluster, executor_parameters, option_warnings
 from study.dispatch.select import Decision, plan_cells
 from study.errors import ConfigError, StudyError
-from study.results import RunDir, write_json_atomic
+from study.results import RunDir, check_results_root, write_json_atomic
 from study.status import GridLike
 from study.timeutil import file_stamp, now
 
@@ -95,9 +95,7 @@ def submit_grid(grid: GridLike, *, root, cluster: str, options: dict, cells=None
                 dry_run: bool = False, rerun_failed: bool = False, argv: list[str] | None = None,
                 scheduler: bool = True, out=print) -> SubmitReport:
     """Select the cells needing a run and submit them as one job array. Prints what it does through `out`."""
-    root = Path(root).resolve()
-    if root.exists() and not root.is_dir():
-        raise ConfigError(f"the results root {root} is a file, not a folder", key="--out")
+    root = check_results_root(root).resolve()
     check_cluster(cluster)
     if cells is None:
         cells = grid.select(where, only)

@@ -31,7 +31,7 @@ from study import lease as lease_mod
 from study.config import run_id
 from study.errors import CheckpointError, ConfigError, StorageError
 from study.perplexity import eval_row
-from study.results import FINAL_STATES, RunDir, RunStatus, provenance
+from study.results import FINAL_STATES, RunDir, RunStatus, check_results_root, provenance
 from study.train import checkpoint as ckpt
 from study.train import parallel, runtime, sharded
 from study.train.distributed import Dist
@@ -58,9 +58,7 @@ def train_run(cfg, root, *, axes: dict | None = None, argv: list[str] | None = N
               stop: StopFlag | None = None, handle_signals: bool = True) -> RunResult:
     """Train `cfg` into <root>/<grid>/<run-name>/, resuming if the run directory holds a checkpoint."""
     stop = stop if stop is not None else StopFlag()
-    root = Path(root)
-    if root.exists() and not root.is_dir():
-        raise ConfigError(f"the results root {root} is a file, not a folder", key="--out")
+    root = check_results_root(root)
     with signals_to(stop, handle_signals):
         return _Trainer(cfg, root, axes, argv, stop).run()
 
