@@ -43,15 +43,12 @@ def build_tokenizer(data_cfg, vocab_size: int) -> Tokenizer:
     name = data_cfg.tokenizer
     if getattr(data_cfg, "store", False):  # the copy saved in the prepared token store (offline on compute nodes)
         tok = store_tokenizer(data_cfg, vocab_size)
-        if tok.vocab_size > vocab_size:
-            raise DataError(f"the token store's tokenizer has {tok.vocab_size} tokens but model.vocab_size is "
-                            f"{vocab_size}")
-        return tok
-    if name == "default":
-        return Tokenizer(_wrap_fast(default_bpe(data_cfg, vocab_size)), name=f"default-bpe-{vocab_size}")
-    tok = Tokenizer(load_hf_tokenizer(name), name=name)
+    elif name == "default":
+        tok = Tokenizer(_wrap_fast(default_bpe(data_cfg, vocab_size)), name=f"default-bpe-{vocab_size}")
+    else:
+        tok = Tokenizer(load_hf_tokenizer(name), name=name)
     if tok.vocab_size > vocab_size:
-        raise DataError(f"tokenizer {name!r} has {tok.vocab_size} tokens but model.vocab_size is {vocab_size}; "
+        raise DataError(f"tokenizer {tok.name!r} has {tok.vocab_size} tokens but model.vocab_size is {vocab_size}; "
                         f"set model.vocab_size >= {tok.vocab_size}")
     return tok
 

@@ -138,10 +138,6 @@ class _Trainer:
         d.barrier()
         if not d.main:
             self.tok = build_tokenizer(cfg.data, vocab_size=cfg.model.vocab_size)
-        if self.tok.vocab_size > cfg.model.vocab_size:
-            from study.errors import ConfigError
-            raise ConfigError(f"tokenizer '{self.tok.name}' has {self.tok.vocab_size} tokens but the model's "
-                              f"vocabulary is {cfg.model.vocab_size}", key="model.vocab_size")
         self.stream = open_stream(cfg.data, self.tok, seq_len=cfg.model.seq_len, seed=cfg.train.seed,
                                    rank=d.rank, world_size=d.world)
         needs_eval = cfg.eval.every > 0 or cfg.eval.at_end
@@ -152,16 +148,14 @@ class _Trainer:
                         if needs_eval and (d.main or self.collective_eval) else None)
         self.probes = ProbeWriter(self.rd, cfg, self._probe_batch()) if d.main and cfg.train.probe_every else None
 
-        self.optimizer = build_optimizer(self.model, cfg.optim, device=self.device)
-        self.scheduler = build_scheduler(self.optimizer, cfg.optim, cfg.train.steps)
         if self.collective_eval and cfg.train.probe_every:
             from study.errors import ConfigError
             raise ConfigError("parallelism fsdp: per-layer probes run on rank 0 and cannot use a sharded model; "
                               "set train.probe_every=0 (probe a checkpoint instead)", key="train.probe_every")
         self.wrapped = parallel.wrap(self.model, cfg.train, d, self.device, precision=self.precision)
-        if self.wrapped.needs_new_optimizer:  # fully_shard replaced the parameters by sharded DTensors
-            self.optimizer = build_optimizer(self.model, cfg.optim, device=self.device)
-            self.scheduler = build_scheduler(self.optimizer, cfg.optim, cfg.train.steps)
+        # After wrap: under FSDP the optimizer must hold the sharded DTensor parameters.
+        self.optimizer = build_optimizer(self.model, cfg.optim, device=self.device)
+        self.scheduler = build_scheduler(self.optimizer, cfg.optim, cfg.train.steps)
         self.forward = self.wrapped.forward
 
         self.micro = cfg.train.micro_batch

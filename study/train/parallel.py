@@ -11,8 +11,8 @@ activation checkpointing and torch.compile.
 FSDP2 (`torch.distributed.fsdp.fully_shard`) shards each Block, then the root. It shards parameters only:
 the ProRes alpha buffers stay the very same plain fp32 tensors (checked here), so Transformer.set_alphas keeps
 updating them in place on every rank. fully_shard changes the module in place, so the trainer's `self.model`
-is `w.module` (the same object) and its parameters are the sharded DTensors: an optimizer built BEFORE wrap must
-be rebuilt (`needs_new_optimizer`). Gradients are averaged over ranks by the reduce-scatter, like DDP.
+is `w.module` (the same object) and its parameters are the sharded DTensors: build the optimizer AFTER wrap,
+from `w.module`. Gradients are averaged over ranks by the reduce-scatter, like DDP.
 
 Meta-device build (`build_sharded`, torchtitan's pattern): under FSDP each rank builds the model on the meta
 device, shards it, allocates only its own shard (`to_empty`) and fills it, so a rank never holds the full fp32
@@ -55,11 +55,6 @@ class Wrapped:
     forward: Callable
     kind: str
     ddp: nn.Module | None = None
-
-    @property
-    def needs_new_optimizer(self) -> bool:
-        """True when wrapping replaced the parameters (FSDP2): build the optimizer from `module` after wrap."""
-        return self.kind == "fsdp"
 
     def no_sync(self, is_last: bool):
         if self.kind == "ddp" and not is_last:
