@@ -44,6 +44,7 @@ from study.stats import (
     SEED_COLUMN,
     VERDICTS,
     config_key,
+    config_key_columns,
     format_interval,
     paired_by_seed,
     paired_interval,
@@ -66,15 +67,6 @@ __all__ = [
 # ---------------------------------------------------------------------------------------------------
 # Pairing
 # ---------------------------------------------------------------------------------------------------
-def _excluded(col: str) -> bool:
-    from study.config import NON_SEMANTIC
-
-    key = col[len("cfg."):]
-    if key.startswith("prores."):
-        return True
-    return any(key == k or key.startswith(k + ".") for k in NON_SEMANTIC)
-
-
 _FALLBACK_KEYS = ("method", "norm", "init", "scale", "n_layers", "d_model", "lr", "lr_schedule", "warmup_steps",
                   "decay_fraction", "steps", "global_batch", "seq_len")
 
@@ -93,7 +85,7 @@ def pair_runs(runs: pd.DataFrame, *, states: tuple[str, ...] | None = None) -> p
     df = runs
     if states is not None:
         df = df[df["state"].isin(states)]
-    cfg_cols = [c for c in df.columns if c.startswith("cfg.") and not _excluded(c)]
+    cfg_cols = config_key_columns(df, drop=("prores",))  # the seed stays: a pair shares it
     if cfg_cols:
         df = df[df[cfg_cols].notna().any(axis=1)]
         keys = cfg_cols

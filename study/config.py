@@ -22,7 +22,7 @@ from study import presets, prores
 from study.coerce import coerce
 from study.config_validate import validate as _validate
 from study.errors import ConfigError, unknown_name
-from study.rawconfig import deep_merge, parse_override, read_yaml, set_path
+from study.rawconfig import deep_merge, key_under, parse_override, read_yaml, set_path
 
 # The config's fixed choices, each once: a Literal type (the field's annotation, checked by study.coerce) and its
 # names as a tuple (loops, argparse choices, messages). Choices that are tables of their own (scales, methods,
@@ -216,7 +216,7 @@ def differences(old: RunConfig, new: RunConfig) -> dict:
 
 
 def may_change_on_resume(key: str) -> bool:
-    return any(key == k or key.startswith(k + ".") for k in RESUME_MAY_CHANGE)
+    return key_under(key, RESUME_MAY_CHANGE)
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -92,3 +92,8 @@ def read_yaml(path: str | Path) -> dict:
     if not isinstance(data, dict):
         raise ConfigError("expected a mapping at the top level", source=str(path))
     return data
+
+
+def key_under(dotted: str, keys) -> bool:
+    """True if `dotted` is one of `keys` or lies below one of them ('eval.tokens' is under 'eval')."""
+    return any(dotted == k or dotted.startswith(k + ".") for k in keys)

@@ -140,25 +140,19 @@ def config_key(values) -> str:
                        else (v.item() if hasattr(v, "item") else v) for v in values], default=str)
 
 
-def _config_key_columns(runs: pd.DataFrame, *, drop: tuple[str, ...] = ()) -> list[str]:
-    """cfg.* columns that make runs different experiments: all but NON_SEMANTIC, train.seed and `drop`."""
+def config_key_columns(runs: pd.DataFrame, *, drop: tuple[str, ...] = ("train.seed",)) -> list[str]:
+    """cfg.* columns that make runs different experiments: all but study.config.NON_SEMANTIC and the config keys
+    (or sections) in `drop` (by default the seed: runs that differ only in it are one experiment)."""
     from study.config import NON_SEMANTIC
+    from study.rawconfig import key_under
 
-    out = []
-    for c in runs.columns:
-        if not c.startswith("cfg.") or c == SEED_COLUMN or c in drop:
-            continue
-        key = c[len("cfg."):]
-        if any(key == k or key.startswith(k + ".") for k in NON_SEMANTIC):
-            continue
-        out.append(c)
-    return out
+    return [c for c in runs.columns if c.startswith("cfg.") and not key_under(c[len("cfg."):], (*NON_SEMANTIC, *drop))]
 
 
 def seed_group_keys(runs: pd.DataFrame) -> pd.Series:
     """A key per run (indexed like `runs`) equal for runs whose configs differ only in train.seed (and bookkeeping).
     Runs without cfg.* columns get their run id: each is its own group."""
-    keys = _config_key_columns(runs)
+    keys = config_key_columns(runs)
     if not keys or runs.empty:
         return runs["run_id"].astype(str) if "run_id" in runs else pd.Series(dtype=str)
     has_cfg = runs[keys].notna().any(axis=1)
