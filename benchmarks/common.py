@@ -35,15 +35,27 @@ def device_name(device: str) -> str:
     return f"{cpu_name()} ({os.cpu_count()} cpus, {torch.get_num_threads()} torch threads)"
 
 
-def versions() -> dict:
+def versions(*extra: str) -> dict:
+    """Python, torch and transformers versions, plus those of the `extra` modules (None when not installed)."""
+    import importlib
+
     import torch
     out = {"python": platform.python_version(), "torch": torch.__version__}
-    try:
-        import transformers
-        out["transformers"] = transformers.__version__
-    except ImportError:
-        out["transformers"] = None
+    for name in ("transformers", *extra):
+        try:
+            out[name] = importlib.import_module(name).__version__
+        except ImportError:
+            out[name] = None
     return out
+
+
+def cpu_seconds(*, children: bool = False) -> float:
+    """User + system CPU seconds of this process, all threads (and of its reaped child processes with `children`):
+    what a build costs whatever the machine's load."""
+    import resource
+
+    usages = [resource.RUSAGE_SELF] + ([resource.RUSAGE_CHILDREN] if children else [])
+    return sum(u.ru_utime + u.ru_stime for u in map(resource.getrusage, usages))
 
 
 def sync(device: str) -> None:

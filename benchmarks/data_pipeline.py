@@ -20,8 +20,6 @@ import dataclasses
 import datetime as dt
 import json
 import os
-import platform
-import resource
 import shlex
 import statistics
 import sys
@@ -29,19 +27,13 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
+import common
 
 from study.config import DataConfig
 from study.data import TrainStream, build_tokenizer, documents
 from study.data import tokens as tokens_mod
 
 RESULTS = Path(__file__).resolve().parent / "results" / "data_pipeline.json"
-
-
-def cpu_seconds() -> float:
-    """CPU time of this process, all threads (tokenizers' encode_batch runs on several): load-independent."""
-    r = resource.getrusage(resource.RUSAGE_SELF)
-    return r.ru_utime + r.ru_stime
 
 
 def _epoch_tokens(stream: TrainStream) -> int:
@@ -65,7 +57,7 @@ def pipeline_tokens_per_s(data_cfg: DataConfig, tok, *, seq_len: int = 1024, bat
         cfg = dataclasses.replace(data_cfg, cache_dir=tmp.name)
     tokens_mod._MEMO.clear()
     try:
-        c0, t0 = cpu_seconds(), time.perf_counter()
+        c0, t0 = common.cpu_seconds(), time.perf_counter()
         stream = TrainStream(cfg, tok, seq_len=seq_len, seed=0)
         t1 = time.perf_counter()
         if tokens is None:
@@ -73,7 +65,7 @@ def pipeline_tokens_per_s(data_cfg: DataConfig, tok, *, seq_len: int = 1024, bat
         done = 0
         while done < tokens:
             done += stream.next_batch(batch)["n_tokens"]
-        t2, c2 = time.perf_counter(), cpu_seconds()
+        t2, c2 = time.perf_counter(), common.cpu_seconds()
     finally:
         tokens_mod._MEMO.clear()
         if tmp is not None:
@@ -93,9 +85,9 @@ def data_tokens_per_s(data_cfg: DataConfig | None = None, *, vocab_size: int = 3
 def tokenize_tokens_per_s(data_cfg: DataConfig, tok) -> dict:
     """encode_batch alone over every document of the corpus."""
     texts = [t for _, t in documents(data_cfg, "train")]
-    c0, t0 = cpu_seconds(), time.perf_counter()
+    c0, t0 = common.cpu_seconds(), time.perf_counter()
     n = sum(len(ids) for ids in tok.encode_batch(texts))
-    sec, cpu = time.perf_counter() - t0, cpu_seconds() - c0
+    sec, cpu = time.perf_counter() - t0, common.cpu_seconds() - c0
     return {"tokens_per_s": n / sec, "tokens": n, "seconds": sec, "documents": len(texts),
             "cpu_s": cpu, "tokens_per_cpu_s": n / cpu,
             "mb_per_s": sum(len(t.encode()) for t in texts) / sec / 1e6}
@@ -133,28 +125,6 @@ def useful_fraction(data_cfg: DataConfig, tok, *, seq_len: int, packing: str) ->
             "sequences": positions // seq_len, "documents": n_docs,
             # share of the epoch's text that is trained on (pad truncates every document to seq_len + 1 tokens)
             "text_kept_fraction": useful / _epoch_tokens(stream)}
-
-
-def cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def versions() -> dict:
-    import datasets
-    import tokenizers
-    import torch
-    import transformers
-
-    return {"python": platform.python_version(), "numpy": np.__version__, "torch": torch.__version__,
-            "tokenizers": tokenizers.__version__, "datasets": datasets.__version__,
-            "transformers": transformers.__version__}
 
 
 def main(argv=None) -> int:
@@ -206,10 +176,10 @@ def main(argv=None) -> int:
         "benchmark": "data_pipeline",
         "command": " ".join(shlex.quote(a) for a in [os.path.relpath(sys.executable), *sys.argv]),
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "device": {"kind": "cpu", "name": cpu_name(), "cores": os.cpu_count(),
+        "device": {"kind": "cpu", "name": common.cpu_name(), "cores": os.cpu_count(),
                    "load_average_1m_at_end": round(os.getloadavg()[0], 2),
                    "note": "shared machine; absolute times are noisy, compare numbers from the same run"},
-        "versions": versions(),
+        "versions": common.versions("numpy", "tokenizers", "datasets"),
         "config": {"vocab_size": args.vocab, "seq_len": args.seq_len, "batch": args.batch, "corpus": "default"},
         "results": res,
     }

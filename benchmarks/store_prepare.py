@@ -23,14 +23,13 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
-import resource
 import shutil
 import statistics
 import tempfile
 import time
 from pathlib import Path
 
-import common  # noqa: F401  (sys.path)
+import common
 
 
 def main(argv=None) -> int:
@@ -55,9 +54,9 @@ def main(argv=None) -> int:
         tokens._MEMO.clear()
         data = dataclasses.replace(cfg.data, store=False, cache_dir=str(tmp / f"c{k}"))
         shutil.copytree(Path(cache_dir) / "tokenizers", Path(data.cache_dir) / "tokenizers")
-        c0 = cpu_seconds()
+        c0 = common.cpu_seconds(children=True)
         run_tok = build_tokenizer(data, vocab_size=args.vocab)
-        tokenizer_cpu.append(cpu_seconds() - c0)
+        tokenizer_cpu.append(common.cpu_seconds(children=True) - c0)
         tc = tokens.tokenized_corpus(data, run_tok)
         return int(tc.offsets[-1])
 
@@ -80,10 +79,10 @@ def main(argv=None) -> int:
         for r in range(args.rounds):
             for name in (list(modes) if r % 2 == 0 else list(modes)[::-1]):
                 loads.append(os.getloadavg()[0])
-                c0, t0 = cpu_seconds(), time.perf_counter()
+                c0, t0 = common.cpu_seconds(children=True), time.perf_counter()
                 counted[name] = modes[name](r)
                 wall[name].append(time.perf_counter() - t0)
-                cpu[name].append(cpu_seconds() - c0)
+                cpu[name].append(common.cpu_seconds(children=True) - c0)
                 print(f"round {r}: {name} {wall[name][-1]:.1f} s wall, {cpu[name][-1]:.1f} CPU-s "
                       f"(load {loads[-1]:.1f})")
     finally:
@@ -133,12 +132,6 @@ def main(argv=None) -> int:
         "goal": "work per token per worker does not grow with workers (throughput grows with workers on idle "
                 "cores); store build at most as slow as the cache build"}, args.out)
     return 0
-
-
-def cpu_seconds() -> float:
-    """User + system CPU seconds of this process (all threads) and of its reaped children (pool workers)."""
-    own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
 
 
 if __name__ == "__main__":
