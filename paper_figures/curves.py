@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 
 from paper_figures._common import FigureResult, Skip, downsample, new_figure, save, style
-from study import analysis
+from study import analysis, stats
 
 MAX_LEGEND = 14
 
@@ -50,10 +50,9 @@ def _seed_bands(d: pd.DataFrame, groups: pd.Series, confidence: float = 0.95) ->
         n = wide.shape[1]
         if n < 2 or wide.empty:
             continue
-        t = analysis.t_quantile(0.5 + confidence / 2, n - 1)
+        half = stats.t_half_width(wide.std(axis=1, ddof=1).to_numpy(), n, confidence)
         out.append(pd.DataFrame({"group": g, "series": gd["series"].iloc[0], "step": wide.index.to_numpy(),
-                                 "mean": wide.mean(axis=1).to_numpy(),
-                                 "half_width": (t * wide.std(axis=1, ddof=1) / np.sqrt(n)).to_numpy(), "n": n}))
+                                 "mean": wide.mean(axis=1).to_numpy(), "half_width": half, "n": n}))
     cols = ["group", "series", "step", "mean", "half_width", "n"]
     return pd.concat(out, ignore_index=True) if out else pd.DataFrame(columns=cols)
 

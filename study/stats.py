@@ -78,6 +78,12 @@ def t_quantile(p: float, df: float) -> float:
     return 0.5 * (lo + hi)
 
 
+def t_half_width(sd, n: int, confidence: float = 0.95):
+    """Half-width of the two-sided t interval of a mean of n values with standard deviation sd (ddof 1):
+    t_{(1+confidence)/2, n-1} · sd / sqrt(n). sd may be an array (one interval per element)."""
+    return t_quantile(0.5 + confidence / 2.0, n - 1) * sd / math.sqrt(n)
+
+
 def paired_interval(diffs, confidence: float = 0.95) -> dict:
     """Mean of per-seed differences with a two-sided paired-t interval (normality of the differences assumed).
 
@@ -97,7 +103,7 @@ def paired_interval(diffs, confidence: float = 0.95) -> dict:
     out["mean"] = float(x.mean())
     if n >= 2:
         sd = float(x.std(ddof=1))
-        hw = t_quantile(0.5 + confidence / 2.0, n - 1) * sd / math.sqrt(n)
+        hw = t_half_width(sd, n, confidence)
         out.update(sd=sd, half_width=hw, lo=out["mean"] - hw, hi=out["mean"] + hw)
     return out
 
