@@ -73,8 +73,7 @@ def validate(cfg: RunConfig, source: str | None) -> None:
     if len(o.betas) != 2 or not all(0 <= b < 1 for b in o.betas):
         raise ConfigError(f"expected two numbers in [0, 1), got {o.betas!r}", key="optim.betas", source=source)
     if o.warmup_fraction is not None:
-        if not 0 <= o.warmup_fraction <= 1:
-            raise ConfigError(f"must be in [0, 1], got {o.warmup_fraction}", key="optim.warmup_fraction", source=source)
+        _in_range(o.warmup_fraction, 0, 1, "optim.warmup_fraction", source)
         steps = round(o.warmup_fraction * t.steps)
         if o.warmup_steps is not None and o.warmup_steps != steps:  # a resolved config carries both
             raise ConfigError(f"warmup_steps={o.warmup_steps} contradicts warmup_fraction={o.warmup_fraction} "
@@ -83,8 +82,7 @@ def validate(cfg: RunConfig, source: str | None) -> None:
     if o.warmup_steps is None:
         o.warmup_steps = 0
     _positive(o.warmup_steps, "optim.warmup_steps", source, allow_zero=True)
-    if not 0 <= o.decay_fraction <= 1:
-        raise ConfigError(f"must be in [0, 1], got {o.decay_fraction}", key="optim.decay_fraction", source=source)
+    _in_range(o.decay_fraction, 0, 1, "optim.decay_fraction", source)
 
     d = cfg.data
     if d.source == "files" and not d.paths:
