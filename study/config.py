@@ -177,6 +177,8 @@ class RunConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
 
 
+SECTIONS = ("model", "prores", "optim", "data", "train", "eval")  # RunConfig's nested sections
+
 # Keys that change bookkeeping, not results: left out of the run id.
 NON_SEMANTIC = (
     "grid", "name", "data.cache_dir", "data.store_dir",
@@ -201,8 +203,7 @@ RESUME_MAY_CHANGE = (
 def _flat(data: dict, prefix: str = "") -> dict:
     out = {}
     for k, v in data.items():
-        if isinstance(v, dict) and v and all(isinstance(x, str) for x in v) and k in (
-                "model", "prores", "optim", "data", "train", "eval"):
+        if isinstance(v, dict) and v and all(isinstance(x, str) for x in v) and k in SECTIONS:
             out.update(_flat(v, f"{prefix}{k}."))
         else:
             out[f"{prefix}{k}"] = v
@@ -255,12 +256,21 @@ def to_dict(cfg) -> dict:
 # ---------------------------------------------------------------------------------------------------
 # Overrides and resolution
 # ---------------------------------------------------------------------------------------------------
-def resolve(raw: dict, *, source: str | None = None) -> RunConfig:
-    """Raw nested dict (file + overrides) -> fully resolved RunConfig. Raises ConfigError on any problem."""
+WARMUP_KEYS = ("warmup_steps", "warmup_fraction")  # one choice: the config's, else the recipe's
+
+
+def layered(raw: dict, *, source: str | None = None) -> dict:
+    """Raw nested dict (file + overrides) -> the same with every layer below the file filled in, untyped.
+
+    Official spellings become the paper's names (schedule, norm, `init: trunc-normal`); then the method's norm and
+    init, the scale's architecture and the recipe's values fill what the config leaves unset (an explicit warmup
+    keeps the recipe's warmup out: WARMUP_KEYS). `resolve` types and checks the result; a grid's rule conditions
+    read it before a cell is complete (study.grid.expand), so both see the same values. Returns a copy.
+    """
     raw = json.loads(json.dumps(raw, default=str))  # deep copy of plain data
     if not isinstance(raw, dict):
         raise ConfigError("expected a mapping at the top level", source=source)
-    for section in ("model", "prores", "optim", "data", "train", "eval"):
+    for section in SECTIONS:
         if raw.get(section) is None:
             raw[section] = {}
         elif not isinstance(raw[section], dict):
@@ -297,16 +307,17 @@ def resolve(raw: dict, *, source: str | None = None) -> RunConfig:
     if recipe is not None:
         if recipe not in presets.RECIPES:
             raise unknown_name("recipe", recipe, presets.RECIPES, key="recipe", source=source)
-        optim = raw["optim"]
-        explicit_warmup = "warmup_steps" in optim or "warmup_fraction" in optim
-        for k, v in presets.RECIPES[recipe](method, scale).items():
-            if k.startswith("warmup") and explicit_warmup:
-                continue
-            optim.setdefault(k, v)
-        for k, v in presets.RECIPE_MODEL.get(recipe, {}).items():
-            model.setdefault(k, v)
+        explicit_warmup = any(k in raw["optim"] for k in WARMUP_KEYS)
+        for section, values in presets.RECIPES[recipe](method, scale).items():
+            for k, v in values.items():
+                if not (section == "optim" and k in WARMUP_KEYS and explicit_warmup):
+                    raw[section].setdefault(k, v)
+    return raw
 
-    cfg = from_dict(RunConfig, raw, source=source)
+
+def resolve(raw: dict, *, source: str | None = None) -> RunConfig:
+    """Raw nested dict (file + overrides) -> fully resolved RunConfig. Raises ConfigError on any problem."""
+    cfg = from_dict(RunConfig, layered(raw, source=source), source=source)
     _validate(cfg, source)
     return cfg
 

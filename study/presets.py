@@ -73,8 +73,6 @@ TRUNC_NORMAL_BOUND = 3.0
 # Weight-decay groups of the official code (torchrun_main.py: no_decay = ["bias", "layernorm.weight",
 # "embed_tokens"]): embedding and per-layer norm gains undecayed; the final norm ("model.norm") and the head decayed.
 PAPER_DECAY_GROUPS = "official"
-# Model keys a recipe fills when the config leaves them unset (the optimizer keys come from the recipe functions).
-RECIPE_MODEL: dict[str, dict] = {"paper": {"init_truncation": TRUNC_NORMAL_BOUND}, "cpu": {}}
 # Post-LN and DeepNorm warm the learning rate up over 10% of training instead of 2000 steps.
 PAPER_LONG_LR_WARMUP_METHODS = ("post-ln", "deepnorm")
 PAPER_LONG_LR_WARMUP_FRACTION = 0.1
@@ -87,28 +85,30 @@ def _scale_family(scale: str | None) -> str | None:
 
 
 def paper_recipe(method: str | None, scale: str | None) -> dict:
-    """Optimizer settings of the paper for (method, scale): {'lr': ..., 'warmup_steps' | 'warmup_fraction': ...,
-    'decay_groups': 'official'}.
+    """The paper's recipe for (method, scale), as a partial config: {'model': {'init_truncation': 3.0},
+    'optim': {'lr': ..., 'warmup_steps' | 'warmup_fraction': ..., 'decay_groups': 'official'}}.
 
-    Returns only what the paper fixes; scales the paper did not train (CPU presets) get the warmup rule and the
-    decay groups alone. The model side of the recipe (truncated init) is RECIPE_MODEL['paper'].
+    Holds only what the paper fixes; scales the paper did not train (CPU presets) get no learning rate.
     """
-    out: dict = {"decay_groups": PAPER_DECAY_GROUPS}
+    optim: dict = {"decay_groups": PAPER_DECAY_GROUPS}
     family = _scale_family(scale)
     if family in PAPER_LR:
-        out["lr"] = PAPER_LR_EXCEPTIONS.get((family, method), PAPER_LR[family])
+        optim["lr"] = PAPER_LR_EXCEPTIONS.get((family, method), PAPER_LR[family])
     if method in PAPER_LONG_LR_WARMUP_METHODS:
-        out["warmup_fraction"] = PAPER_LONG_LR_WARMUP_FRACTION
+        optim["warmup_fraction"] = PAPER_LONG_LR_WARMUP_FRACTION
     else:
-        out["warmup_steps"] = PAPER_LR_WARMUP_STEPS
-    return out
+        optim["warmup_steps"] = PAPER_LR_WARMUP_STEPS
+    return {"model": {"init_truncation": TRUNC_NORMAL_BOUND}, "optim": optim}
 
 
 def cpu_recipe(method: str | None, scale: str | None) -> dict:
     """The paper's recipe shrunk for CPU runs of a few hundred steps: LR warmup in fractions of the run."""
     lr = 1e-3 if method in PAPER_LONG_LR_WARMUP_METHODS else 3e-3
     frac = PAPER_LONG_LR_WARMUP_FRACTION if method in PAPER_LONG_LR_WARMUP_METHODS else 0.05
-    return {"lr": lr, "warmup_fraction": frac}
+    return {"optim": {"lr": lr, "warmup_fraction": frac}}
 
 
+# A recipe: (method, scale) -> a partial config {section: {key: value}} that fills what the config leaves unset
+# (study.config.layered). Its warmup keys count as one choice: an explicit warmup_steps or warmup_fraction in the
+# config keeps both of the recipe's out.
 RECIPES = {"paper": paper_recipe, "cpu": cpu_recipe}
