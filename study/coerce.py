@@ -43,6 +43,8 @@ def coerce(value: Any, tp: Any, key: str, source: str | None, *, number_as_str: 
         if value is None and type(None) in args:
             return None
         for arg in (a for a in args if a is not type(None)):
+            if typing.get_origin(arg) is typing.Literal and isinstance(value, type(typing.get_args(arg)[0])):
+                return again(value, arg, key)  # a name of the right type: an unknown one gets the name's message
             try:
                 return again(value, arg, key)
             except ConfigError:

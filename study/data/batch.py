@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from study.config import PACKING
 from study.errors import DataError
 
 IGNORE = -100  # label of positions that predict nothing (padding, the end of a padded document)
@@ -24,5 +25,5 @@ def check_stream_args(data_cfg, *, seq_len: int, rank: int, world_size: int) -> 
         raise ValueError(f"seq_len must be >= 1, got {seq_len}")
     if world_size < 1 or not 0 <= rank < world_size:
         raise ValueError(f"need 0 <= rank < world_size, got rank={rank}, world_size={world_size}")
-    if data_cfg.packing not in ("pack", "pad"):
-        raise DataError(f"unknown data.packing {data_cfg.packing!r}; valid choices: pack, pad")
+    if data_cfg.packing not in PACKING:
+        raise DataError(f"unknown data.packing {data_cfg.packing!r}; valid choices: {', '.join(PACKING)}")
