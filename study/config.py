@@ -281,7 +281,8 @@ def layered(raw: dict, *, source: str | None = None) -> dict:
     if method is not None:
         if method not in presets.METHODS:
             raise unknown_name("method", method, presets.METHODS, key="method", source=source)
-        for k, v in presets.METHODS[method].items():
+        fixed = presets.METHODS[method]
+        for k, v in (("norm", fixed.norm), ("init", fixed.init)):
             if model.get(k, v) != v:
                 raise ConfigError(f"method '{method}' sets {k}={v!r} but the config says {model[k]!r}",
                                   key=f"model.{k}", source=source)
@@ -291,7 +292,7 @@ def layered(raw: dict, *, source: str | None = None) -> dict:
     if scale is not None:
         if scale not in presets.SCALES:
             raise unknown_name("scale", scale, presets.SCALES, key="model.scale", source=source)
-        for k, v in presets.SCALES[scale].items():
+        for k, v in presets.SCALES[scale].arch.items():
             model.setdefault(k, v)
 
     recipe = raw.get("recipe")
