@@ -1,4 +1,4 @@
-"""One coercer for typed options: run configs (study.config) and cluster options (study.dispatch.options).
+"""One coercer for typed options: run configs (study.config) and cluster options (study.clusters.options).
 
 `coerce(value, tp, key=..., source=...)` checks a value read from YAML or a command line against a type
 annotation and returns it in that type, or raises one ConfigError naming the key and the file. YAML is loose

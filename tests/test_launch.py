@@ -6,6 +6,7 @@ The real-cluster tests are in test_slurm.py.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -17,6 +18,7 @@ import pytest
 import torch
 import yaml
 
+import study.clusters as clusters
 from study import launch, status
 from study import lease as study_lease
 from study.cli import main
@@ -214,7 +216,8 @@ def fake_grid(tmp_path, cache_dir, monkeypatch):
         asked.append(sorted(ids))
         return {j: fake[j] for j in ids if j in fake}
 
-    monkeypatch.setattr(status, "slurm_job_states", fake_states)
+    slurm = clusters.BACKENDS["slurm"]  # its job-state reader, replaced through the backend table
+    monkeypatch.setitem(clusters.BACKENDS, "slurm", dataclasses.replace(slurm, job_states=fake_states))
     return path, grid, root, cells, asked
 
 
@@ -277,9 +280,9 @@ def test_effective_state_table():
     assert eff("failed", "FAILED") == ("failed", None)  # the trainer recorded it
     assert eff("interrupted", "CANCELLED") == ("interrupted", None)
     assert eff("running", None) == ("running", None) and eff(None, None) == ("pending", None)
-    assert eff("running", status.LOCAL_GONE)[0] == "interrupted"
-    assert status._expand_ids("7_[0-2,5%2]") == ["7_0", "7_1", "7_2", "7_5"]
-    assert status._expand_ids("7_3") == ["7_3"]
+    assert eff("running", clusters.local.GONE)[0] == "interrupted"
+    assert clusters.slurm.expand_ids("7_[0-2,5%2]") == ["7_0", "7_1", "7_2", "7_5"]
+    assert clusters.slurm.expand_ids("7_3") == ["7_3"]
 
 
 def test_mark_submitted_keeps_richer_states(tmp_path):

@@ -1,53 +1,99 @@
-"""Cluster options: checked, typed and merged with precedence CLI > profile > grid `cluster:` > defaults.
+"""Cluster options: one annotated dataclass, merged with precedence CLI > profile > grid `cluster:` > defaults.
 
-CLI flags, profile keys and a grid's `cluster:` section all use the names of OPTION_TYPES (with the aliases of
-OPTION_ALIASES); each value goes through study.coerce, the same coercer as the run config. `resolve_options`
-records where each value came from; `executor_parameters` turns the result into submitit's keyword arguments.
+ClusterOptions states each option once: its name, its type (checked by study.coerce, the run config's coercer),
+its default (None: unset), and in its field metadata the help of its command-line flag and its other spellings.
+The flags of `study submit` and `study data prepare --cluster` (`add_flags`), the keys a profile or a grid's
+`cluster:` section may use (`check_options`) and the defaults are all read off it. `resolve_options` records
+where each value came from; `executor_parameters` turns the result into submitit's keyword arguments: the shared
+ones here, each backend's own from its record (study.clusters).
 """
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Any
 
+from study.clusters import BACKENDS, backend
 from study.coerce import coerce
 from study.errors import ConfigError
 from study.rawconfig import read_yaml
 
-Cluster = Literal["slurm", "local", "debug"]
-CLUSTERS: tuple[str, ...] = get_args(Cluster)
 
-# Cluster options: CLI flags, profile keys and the grid's `cluster:` section all use these names.
-OPTION_TYPES: dict[str, Any] = {
-    "cluster": str,
-    "partition": str,
-    "account": str,
-    "qos": str,
-    "constraint": str,
-    "nodes": int,
-    "gpus_per_node": int,
-    "tasks_per_node": int,
-    "cpus_per_task": int,
-    "mem_gb": float,
-    "time": int,  # minutes
-    "array_parallelism": int,
-    "max_num_timeout": int,
-    "signal_delay_s": int,
-    "requeue": bool,  # sbatch --requeue (default) / --no-requeue: SLURM may requeue the job after a node failure
-    "setup": list[str],  # shell lines run in the job script before the task starts (module load ...)
-    "additional": dict,  # extra sbatch flags: {"mail-type": "END"}
-    "logs": str,
-}
-OPTION_ALIASES = {"timeout_min": "time", "time_min": "time", "gpus": "gpus_per_node", "mem": "mem_gb",
-                  "array_parallel": "array_parallelism", "parallelism": "array_parallelism",
-                  "ntasks_per_node": "tasks_per_node", "additional_parameters": "additional",
-                  "slurm_additional_parameters": "additional"}
-DEFAULTS = {"nodes": 1, "time": 1440, "array_parallelism": 256, "max_num_timeout": 50, "requeue": True}
-SLURM_SIGNAL_DELAY_S = 90  # submitit's default lead of SIGUSR2 before the time limit
+def _opt(default=None, help: str | None = None, *, flag: bool = True, metavar: str | None = None,
+         aliases: tuple[str, ...] = ()):
+    """A field of ClusterOptions: `flag` False for options only a profile or grid sets (lists, mappings)."""
+    return field(default=default, metadata={"help": help, "flag": flag, "metavar": metavar, "aliases": aliases})
+
+
+@dataclass(frozen=True)
+class ClusterOptions:
+    """Every option of a submission (the schema: read with `fields()`, never instantiated with values)."""
+
+    cluster: str | None = _opt(help="where the jobs run")  # a name of study.clusters.BACKENDS
+    partition: str | None = _opt()
+    account: str | None = _opt()
+    qos: str | None = _opt()
+    constraint: str | None = _opt()
+    nodes: int = _opt(1, "nodes per run (default 1)")
+    gpus_per_node: int | None = _opt(help="GPUs per node; one task per GPU", aliases=("gpus",))
+    tasks_per_node: int | None = _opt(help="processes per node (default: gpus-per-node, or 1 without GPUs; e.g. 2 "
+                                           "for CPU DDP)", aliases=("ntasks_per_node",))
+    cpus_per_task: int | None = _opt()
+    mem_gb: float | None = _opt(aliases=("mem",))
+    time: int = _opt(1440, "time limit per job in minutes (default 1440); on timeout the run checkpoints and "
+                           "requeues", metavar="MIN", aliases=("timeout_min", "time_min"))
+    signal_delay_s: int | None = _opt(help="SLURM sends the checkpoint signal (SIGUSR2) S seconds before --time "
+                                           "ends (default 90); raise it for big models on slow filesystems",
+                                      metavar="S")
+    # sbatch --requeue (default) / --no-requeue: SLURM may requeue the job after a node failure
+    requeue: bool = _opt(True, "let SLURM requeue a job after a node failure or preemption (default: on)")
+    array_parallelism: int = _opt(256, "at most K array tasks run at once (default 256)", metavar="K",
+                                  aliases=("array_parallel", "parallelism"))
+    max_num_timeout: int = _opt(50, flag=False)  # requeues after a timeout before submitit gives up
+    setup: list[str] | None = _opt(flag=False)  # shell lines run in the job script before the task (module load)
+    additional: dict | None = _opt(flag=False, aliases=("additional_parameters", "slurm_additional_parameters"))
+    logs: str | None = _opt(help="submitit log folder (default: ROOT/GRID/.submitit/%%j)")
+
+
+def _without_none(tp):
+    """`int | None` -> int: a None value is 'unset' and never checked against the type."""
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        (tp,) = [a for a in typing.get_args(tp) if a is not type(None)]
+    return tp
+
+
+FIELDS = {f.name: f for f in dataclasses.fields(ClusterOptions)}
+OPTION_TYPES: dict[str, Any] = {k: _without_none(tp) for k, tp in typing.get_type_hints(ClusterOptions).items()}
+OPTION_ALIASES = {alias: name for name, f in FIELDS.items() for alias in f.metadata["aliases"]}
+DEFAULTS = {name: f.default for name, f in FIELDS.items() if f.default is not None}
+FLAGS = tuple(name for name, f in FIELDS.items() if f.metadata["flag"])
 # CPUs per task when no layer sets cpus_per_task: SLURM's default is ONE, which starves a GPU task's data
 # pipeline and a CPU task's matmuls alike.
 CPUS_PER_GPU_TASK = 8
 CPUS_PER_CPU_TASK = 4
+
+
+def add_flags(parser, names=FLAGS, *, help: dict | None = None) -> None:
+    """`--name-with-dashes` flags for the options `names`, typed from their annotations (default None: unset, so
+    a profile or the grid decides); `help` overrides a flag's help text."""
+    help = help or {}
+    for name in names:
+        f, tp = FIELDS[name], OPTION_TYPES[name]
+        text = help.get(name, f.metadata["help"])
+        kw: dict = {"default": None, "help": text}
+        if name == "cluster":
+            kw["choices"] = BACKENDS  # the live table (argparse lists its keys)
+            kw["help"] = f"{text}: " + ", ".join(f"{b.name} ({b.help})" for b in BACKENDS.values())
+        elif tp is bool:
+            kw["action"] = argparse.BooleanOptionalAction
+        else:
+            kw.update(type=tp, metavar=f.metadata["metavar"])
+        parser.add_argument("--" + name.replace("_", "-"), **kw)
 
 
 def _norm_option_key(key: str) -> str:
@@ -76,7 +122,7 @@ def check_options(raw: dict | None, *, source: str) -> dict:
         if tp in (int, float) and value < 0:
             raise ConfigError(f"must be >= 0, got {value!r}", key=str(key), source=source)
         if k == "cluster":
-            check_cluster(value, key=str(key), source=source)
+            backend(value, key=str(key), source=source)
         out[k] = value
     return out
 
@@ -86,7 +132,7 @@ def find_profile(name: str | Path) -> Path:
     path = Path(name)
     if path.is_file():
         return path
-    roots = (Path.cwd(), Path(__file__).resolve().parents[2])  # the repository: study/dispatch/options.py
+    roots = (Path.cwd(), Path(__file__).resolve().parents[2])  # the repository: study/clusters/options.py
     for root in roots:
         for rel in (Path(name), Path("grids") / "profiles" / name):
             for cand in (root / rel, root / rel.with_name(rel.name + ".yaml")):
@@ -134,13 +180,14 @@ def resolve_options(cli: dict | None = None, profile: dict | None = None, grid: 
         raise ConfigError(f"tasks_per_node={out['tasks_per_node']} but gpus_per_node={gpus}: one task per GPU",
                           key="tasks_per_node")
     if out.get("cluster") is not None:
-        check_cluster(out["cluster"])
+        backend(out["cluster"])
     out["sources"] = sources
     return out
 
 
 def executor_parameters(options: dict, *, name: str) -> dict:
-    """AutoExecutor.update_parameters kwargs for resolved options."""
+    """AutoExecutor.update_parameters kwargs for resolved options: the shared ones, and each backend's own
+    (prefixed with its name; submitit applies those of the executor it runs and ignores the others)."""
     gpus = options.get("gpus_per_node") or 0
     params = {
         "name": name,
@@ -150,19 +197,9 @@ def executor_parameters(options: dict, *, name: str) -> dict:
         "gpus_per_node": int(gpus) if gpus else None,
         "cpus_per_task": options.get("cpus_per_task"),
         "mem_gb": options.get("mem_gb"),
-        "slurm_array_parallelism": int(options["array_parallelism"]),
-        "slurm_partition": options.get("partition"),
-        "slurm_account": options.get("account"),
-        "slurm_qos": options.get("qos"),
-        "slurm_constraint": options.get("constraint"),
-        "slurm_setup": options.get("setup"),
-        "slurm_additional_parameters": options.get("additional"),
-        "slurm_signal_delay_s": options.get("signal_delay_s"),
     }
-    requeue = options.get("requeue")
-    if requeue is not None:  # explicit either way: clusters differ in their JobRequeue default
-        extra = {k: v for k, v in (options.get("additional") or {}).items() if k not in ("requeue", "no-requeue")}
-        params["slurm_additional_parameters"] = {**extra, ("requeue" if requeue else "no-requeue"): True}
+    for b in BACKENDS.values():
+        params.update(b.parameters(options))
     return {k: v for k, v in params.items() if v is not None}
 
 
@@ -170,8 +207,8 @@ def option_warnings(options: dict) -> list[str]:
     """Cluster options that will work but probably not as meant."""
     out = []
     lead = options.get("signal_delay_s")
-    if lead is None and options.get("cluster") == "slurm":
-        lead = SLURM_SIGNAL_DELAY_S
+    if lead is None and options.get("cluster") in BACKENDS:
+        lead = BACKENDS[options["cluster"]].signal_delay_s
     time_s = int(options.get("time") or 0) * 60
     if time_s and lead is not None:
         if lead >= time_s:
@@ -184,13 +221,6 @@ def option_warnings(options: dict) -> list[str]:
         out.append(f"warning: --signal-delay-s {lead}: a large model's checkpoint may not finish in {lead} s "
                    f"before SLURM kills the job")
     return out
-
-
-def check_cluster(cluster: object, *, key: str = "--cluster", source: str | None = None) -> None:
-    """A clear error for a cluster name that is not one of CLUSTERS."""
-    if cluster not in CLUSTERS:
-        raise ConfigError(f"unknown cluster {cluster!r}; valid choices: {', '.join(CLUSTERS)}", key=key,
-                          source=source)
 
 
 def summarize_options(options: dict) -> str:
