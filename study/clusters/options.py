@@ -21,7 +21,7 @@ from typing import Any
 from study.clusters import BACKENDS, backend
 from study.coerce import coerce
 from study.errors import ConfigError
-from study.rawconfig import read_yaml
+from study.rawconfig import find_yaml, read_yaml
 
 
 def _opt(default=None, help: str | None = None, *, flag: bool = True, metavar: str | None = None,
@@ -129,16 +129,7 @@ def check_options(raw: dict | None, *, source: str) -> dict:
 
 def find_profile(name: str | Path) -> Path:
     """A profile path as given, else grids/profiles/<name>[.yaml] under the working directory or the repo."""
-    path = Path(name)
-    if path.is_file():
-        return path
-    roots = (Path.cwd(), Path(__file__).resolve().parents[2])  # the repository: study/clusters/options.py
-    for root in roots:
-        for rel in (Path(name), Path("grids") / "profiles" / name):
-            for cand in (root / rel, root / rel.with_name(rel.name + ".yaml")):
-                if cand.is_file():
-                    return cand
-    raise ConfigError("profile file not found (looked as given and under grids/profiles/)", source=str(name))
+    return find_yaml(name, "grids/profiles", what="profile")
 
 
 def load_profile(path: str | Path | None) -> dict:

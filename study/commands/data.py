@@ -56,8 +56,13 @@ def data_configs(target: str, overrides: list[str]) -> list:
     from study.errors import ConfigError
     from study.grid import find_grid, load_grid
 
-    path = Path(target) if Path(target).is_file() else find_grid(target)
+    path = Path(target)
     if not path.is_file():
+        try:
+            path = find_grid(target)
+        except ConfigError:
+            path = None
+    if path is None or not path.is_file():
         raise ConfigError("file not found (expected a run config or a grid)", source=target)
     is_grid = "axes" in rawconfig.read_yaml(path)
     if is_grid:
