@@ -18,7 +18,7 @@ from study.cli import main
 from study.clusters import ENDED, QUEUED, RUNNING, Backend
 from study.clusters.options import FIELDS, FLAGS, OPTION_TYPES, ClusterOptions, resolve_options
 from study.grid import load_grid
-from tests.test_launch import grid_file, read_status, write_status
+from tests.test_dispatch import grid_file, read_status, write_status
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ import pytest
 from study import dispatch
 from study.cli import main
 from study.errors import StudyError
-from tests.test_launch import grid_file
+from tests.test_dispatch import grid_file
 
 
 def test_cpus_per_task_and_requeue_are_set_per_task_kind_and_overridable():
@@ -68,7 +68,7 @@ def test_submit_refuses_a_missing_token_store_only_for_cells_it_would_submit(tmp
     """Compute nodes read a prepared store: submitting cells whose store is missing is refused (exit 2, naming
     `study data prepare`), before any job exists; a finished cell's missing store does not block anything."""
     from study.grid import load_grid
-    from tests.test_launch import write_status
+    from tests.test_dispatch import write_status
 
     grid = grid_file(tmp_path, cache_dir, lrs=(1e-3,), data__store=True, data__store_dir=str(tmp_path / "none"))
     out = tmp_path / "r"
