@@ -1,37 +1,12 @@
-"""The one-way-each helpers of the dispatch split: the shared option coercer, the run-state enum and the one
-status.json writer, and the module path a submitted job's pickle names."""
+"""The run directory's status (study.results): the run-state enum and the one status.json writer."""
 
 from __future__ import annotations
 
 import json
-import pickle
-from typing import Any
 
 import pytest
 
-from study import config, dispatch
-from study.coerce import coerce
-from study.errors import ConfigError
 from study.results import STATES, RunDir, RunStatus
-
-
-def test_one_coercer_for_config_and_cluster_options():
-    # the same conversions, the same messages, from both readers
-    assert coerce(30, float, "k", None) == 30.0 and isinstance(coerce(30, float, "k", None), float)
-    assert coerce(4.0, int, "k", None) == 4 and coerce("1e-3", float, "k", None) == 0.001
-    assert coerce(("a", 1), list[Any], "k", None) == ["a", 1]
-    with pytest.raises(ConfigError, match="expected int, got True"):
-        coerce(True, int, "k", "f.yaml")
-    opts = dispatch.check_options({"time": 30.0, "mem_gb": "64", "partition": 7, "setup": "module load x"},
-                                  source="p.yaml")
-    assert opts == {"time": 30, "mem_gb": 64.0, "partition": "7", "setup": ["module load x"]}
-    with pytest.raises(ConfigError, match=r"p.yaml.*nodes.*expected int, got 'two'"):
-        dispatch.check_options({"nodes": "two"}, source="p.yaml")
-    with pytest.raises(ConfigError, match="expected int, got 'two'"):
-        config.resolve({"train": {"steps": "two"}})
-    # a run config does not turn numbers into names; cluster options do (a partition called 7)
-    with pytest.raises(ConfigError, match="expected str or NoneType, got 7"):
-        config.resolve({"name": 7})
 
 
 def test_run_states_are_an_enum_written_as_the_same_strings(tmp_path):
@@ -61,20 +36,3 @@ def test_recording_a_job_keeps_richer_states_and_never_touches_a_result(tmp_path
     assert fresh.record_job("7_1", "slurm") is None and (fresh.path / "status.json").read_bytes() == before
 
 
-def test_a_submitted_job_names_its_callable_by_the_module_of_its_class(tmp_path):
-    """submitit dumps a job (and its requeue) with cloudpickle, which pickles TrainCell by reference: the module
-    path of its class, study.dispatch.job. The old study.launch shim is gone (no pickle can still name it:
-    docs/ARCHITECTURE.md, 'study.launch')."""
-    import importlib.util
-
-    import cloudpickle
-    from submitit.helpers import DelayedSubmission
-
-    cell = dispatch.TrainCell({"grid": "g"}, str(tmp_path), {"lr": "0.1"}, ["study"], "slurm")
-    blob = cloudpickle.dumps(DelayedSubmission(cell), protocol=pickle.HIGHEST_PROTOCOL)
-    assert b"study.dispatch.job" in blob and b"TrainCell" in blob and b"study.launch" not in blob
-    again = pickle.loads(blob).function
-    assert isinstance(again, dispatch.TrainCell) and again.axes == {"lr": "0.1"} and again.cluster == "slurm"
-    del cell.__dict__["cluster"]  # a TrainCell pickled before it carried its backend's name
-    assert pickle.loads(pickle.dumps(cell)).cluster is None
-    assert importlib.util.find_spec("study.launch") is None
