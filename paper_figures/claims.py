@@ -25,7 +25,9 @@ import pandas as pd
 
 from paper_figures._common import TableResult
 from study import analysis
-from study.presets import METHOD_LABELS
+from study.presets import METHODS
+
+METHOD_LABELS = {name: m.label for name, m in METHODS.items()}
 
 CLAIMS = {
     "prores-lowers-ppl": ("ProRes (linear) lowers held-out perplexity", "Table 2"),
@@ -73,7 +75,7 @@ def paper_text(claim_id: str, method: str | None = None) -> str:
     if claim_id in ("linear-beats-equal", "linear-beats-reverse"):
         other = claim_id.rsplit("-", 1)[-1]
         t6 = reference("table6")
-        col = {"pre-ln": "pre_ln", "post-ln": "post_ln", "sandwich-ln": "sandwich_ln"}.get(method or "pre-ln")
+        col = getattr(METHODS.get(method or "pre-ln"), "table_column", None)
         if col is None:
             return "not in Table 6"
         parts = []

@@ -1,18 +1,18 @@
 """Labels as the paper prints them: scale names ('1.3B'), method and series names ('Pre-LN (ProRes)').
 
-The series and method names are also columns of the collected runs table, so their one definition sits below
-study.collect, in study/labels.py; this module re-exports them so figure code takes every label from here.
+The scale and method names are paper facts of study/presets.py's records, and the series names are also columns of
+the collected runs table (study/labels.py); this module re-exports them so figure code takes every label from here.
 """
 
 from __future__ import annotations
 
 from study.labels import method_label, prores_tag, series_label
+from study.presets import SCALES
 
 __all__ = ["SCALE_LABELS", "scale_label", "method_label", "prores_tag", "series_label"]
 
-# Paper spelling of our scale preset names (tables and figure labels).
-SCALE_LABELS = {"71m": "71M", "130m": "130M", "350m": "350M", "1.3b": "1.3B", "3b": "3B", "7b": "7B",
-                **{f"71m-{n}l": f"71M-{n}L" for n in (24, 48, 72, 96, 120)}}
+# Paper spelling of our scale preset names (tables and figure labels): study.presets.Scale.label.
+SCALE_LABELS = {name: scale.label for name, scale in SCALES.items()}
 
 
 def scale_label(scale) -> str | None:

@@ -5,7 +5,7 @@ function returns a TableResult whose `data` is tidy (one row per paper cell: the
 run_id, n_candidates) and writes <name>.md, <name>.tex and <name>.csv.
 
 How runs fill cells (the same rule everywhere):
-- method: the run's method label (study.presets.METHOD_LABELS, e.g. 'pre-ln-ds-init' -> 'Pre-LN (DS-Init)');
+- method: the run's method label (study.presets.METHODS[name].label, e.g. 'pre-ln-ds-init' -> 'Pre-LN (DS-Init)');
 - ProRes: the paper's "+ ProRes" rows are the default `linear` schedule; baseline rows are schedule `none`; runs
   with other schedules fill only Table 6;
 - scale: our scale preset through `scales` (default 130m -> 130M, 350m -> 350M, 1.3b -> 1.3B); pass e.g.
@@ -31,6 +31,7 @@ import pandas as pd
 from paper_figures._common import TableResult
 from paper_figures.labels import SCALE_LABELS
 from study import analysis
+from study.presets import METHODS
 
 REFERENCE_DIR = Path(__file__).resolve().parent / "reference"
 REFERENCE_FILES = {"table2": "table2_c4_ppl.csv", "table3": "table3_zeroshot_1.3B.csv",
@@ -385,7 +386,7 @@ def table_4(collection, out_dir, *, scales: dict | None = None, prefer_grid: str
 # ---------------------------------------------------------------------------------------------------
 # Table 6: schedule × W × norm at 350M
 # ---------------------------------------------------------------------------------------------------
-TABLE6_COLUMNS = {"pre_ln": "Pre-LN", "post_ln": "Post-LN", "sandwich_ln": "Sandwich-LN"}  # method labels
+TABLE6_COLUMNS = {m.table_column: m.label for m in METHODS.values() if m.table_column}  # column -> method label
 TABLE6_STEPS = 60000  # the paper's ablation: 6B tokens over 60k steps
 
 
@@ -417,9 +418,9 @@ def table_6(collection, out_dir, *, scales: dict | None = None, prefer_grid: str
         v, text = _seed_mean(row, cands, *_ours_ppl(row))
         return v, text, None if row is None else row["run_id"], n, {}
 
-    tidy = _fill(ref, ["schedule", "warmup_total_steps"], list(TABLE6_COLUMNS), find)
-    display = _display(tidy, [("schedule", "Schedule"), ("warmup_total_steps", "W")], list(TABLE6_COLUMNS),
-                       {"pre_ln": "Pre-LN", "post_ln": "Post-LN", "sandwich_ln": "Sandwich-LN"})
+    columns = [c for c in ref.columns if c in TABLE6_COLUMNS]  # in the paper's order
+    tidy = _fill(ref, ["schedule", "warmup_total_steps"], columns, find)
+    display = _display(tidy, [("schedule", "Schedule"), ("warmup_total_steps", "W")], columns, TABLE6_COLUMNS)
     notes = _common_notes(int(tidy["ours_text"].ne(EMPTY).sum()), len(tidy)) + [
         f"W matched as steps, or as a fraction of training (paper: {TABLE6_STEPS} steps); 'diverged': ppl > 1000 "
         "or the run diverged. The paper's DeepNorm (15.71) and LNS (14.63) baselines are in its text."]

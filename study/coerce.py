@@ -1,4 +1,4 @@
-"""One coercer for typed options: run configs (study.config) and cluster options (study.dispatch.options).
+"""One coercer for typed options: run configs (study.config) and cluster options (study.clusters.options).
 
 `coerce(value, tp, key=..., source=...)` checks a value read from YAML or a command line against a type
 annotation and returns it in that type, or raises one ConfigError naming the key and the file. YAML is loose
@@ -43,6 +43,8 @@ def coerce(value: Any, tp: Any, key: str, source: str | None, *, number_as_str: 
         if value is None and type(None) in args:
             return None
         for arg in (a for a in args if a is not type(None)):
+            if typing.get_origin(arg) is typing.Literal and isinstance(value, type(typing.get_args(arg)[0])):
+                return again(value, arg, key)  # a name of the right type: an unknown one gets the name's message
             try:
                 return again(value, arg, key)
             except ConfigError:

@@ -24,9 +24,10 @@ from study.config_validate import validate as _validate
 from study.errors import ConfigError, unknown_name
 from study.rawconfig import deep_merge, key_under, parse_override, read_yaml, set_path
 
-# The config's fixed choices, each once: a Literal type (the field's annotation, checked by study.coerce) and its
-# names as a tuple (loops, argparse choices, messages). Choices that are tables of their own (scales, methods,
-# recipes, ProRes schedules) stay `str` fields checked against their table's names.
+# The config's choices, each once, as a Literal type: the field's annotation, checked by study.coerce (an unknown
+# name gets "unknown <field> ...; valid choices: ..."). Where a tuple of the names is needed (loops, argparse
+# choices, messages) it is read off the Literal. Choices that are tables of their own (scales, methods, recipes,
+# ProRes schedules) take their Literal from the table's names, so a new table entry is a new valid name.
 Norm = Literal["pre", "post", "sandwich", "deepnorm", "lns", "lns-gain"]
 Init = Literal["normal", "trunc-normal", "scaled", "ds-init", "deepnorm"]
 EmbedStdRule = Literal["fixed", "sqrt-d"]
@@ -37,50 +38,44 @@ Packing = Literal["pack", "pad"]
 Precision = Literal["auto", "fp32", "bf16", "bf16-pure"]
 Device = Literal["auto", "cpu", "cuda"]
 Parallelism = Literal["ddp", "fsdp"]
+Scale = Literal[tuple(presets.SCALES)]
+Method = Literal[tuple(presets.METHODS)]
+Recipe = Literal[tuple(presets.RECIPES)]
+Schedule = prores.Schedule
 
 NORMS: tuple[str, ...] = typing.get_args(Norm)
 NORM_ALIASES = {"deeppost": "deepnorm", "sandwich_post": "sandwich"}  # official NORM_TYPE spellings
 INITS: tuple[str, ...] = typing.get_args(Init)
-EMBED_STD_RULES: tuple[str, ...] = typing.get_args(EmbedStdRule)
-LR_SCHEDULES: tuple[str, ...] = typing.get_args(LRSchedule)
-DECAY_GROUPS: tuple[str, ...] = typing.get_args(DecayGroups)
-DATA_SOURCES: tuple[str, ...] = typing.get_args(DataSource)
 PACKING: tuple[str, ...] = typing.get_args(Packing)
 PRECISIONS: tuple[str, ...] = typing.get_args(Precision)
-DEVICES: tuple[str, ...] = typing.get_args(Device)
 PARALLELISMS: tuple[str, ...] = typing.get_args(Parallelism)
-
-
-def choice(default, choices, **kw):
-    """A field whose value must be one of `choices` (a tuple, or a dict whose keys are the names)."""
-    return field(default=default, metadata={"choices": tuple(choices)}, **kw)
 
 
 @dataclass
 class ModelConfig:
-    scale: str | None = choice(None, presets.SCALES)  # fills the architecture fields left unset
+    scale: Scale | None = None  # fills the architecture fields left unset
     vocab_size: int = 32000
     d_model: int = 512
     n_layers: int = 12
     n_heads: int = 8
     ffn_hidden: int = 1368
     seq_len: int = 1024
-    norm: Norm = choice("pre", NORMS)
-    init: Init = choice("normal", INITS)
+    norm: Norm = "pre"
+    init: Init = "normal"
     init_std: float = 0.02
     # Truncate every normal draw (embedding, linears, head, and the scaled / ds-init / DeepNorm draws) at
     # ±init_truncation·std; None = untruncated. The paper draws from a truncated N(0, 0.02²) (following OLMo 2,
     # whose OLMo-core init truncates at ±3·std); `recipe: paper` sets 3.0. See study/model/init.py.
     init_truncation: float | None = None
     # Embedding std: 'fixed' = init_std (paper), 'sqrt-d' = init_std·sqrt(d_model) (official code).
-    embed_std_rule: EmbedStdRule = choice("fixed", EMBED_STD_RULES)
+    embed_std_rule: EmbedStdRule = "fixed"
     norm_eps: float = 1e-5
     rope_theta: float = 10000.0
 
 
 @dataclass
 class ProResConfig:
-    schedule: str = choice("none", prores.SCHEDULES)
+    schedule: Schedule = "none"
     # Give one of T (warmup unit of the first layer, the paper's parameter) or W (steps until every layer
     # reaches 1, the official flag); the other is derived. Both are None for 'none' and fix-* schedules.
     T: float | None = None
@@ -94,7 +89,7 @@ class OptimConfig:
     eps: float = 1e-8
     weight_decay: float = 0.1
     grad_clip: float = 1.0
-    lr_schedule: LRSchedule = choice("wsd", LR_SCHEDULES)
+    lr_schedule: LRSchedule = "wsd"
     # Give warmup_steps, or warmup_fraction of train.steps; resolution turns a fraction into steps.
     warmup_steps: int | None = None
     warmup_fraction: float | None = None
@@ -104,12 +99,12 @@ class OptimConfig:
     # Which parameters are decayed (study/train/optim.py): 'matrices' = every >= 2-D parameter (linears, embedding,
     # head; never norm gains); 'official' = the official ProRes code (no decay on the embedding and the per-layer
     # norm gains; the final norm and the head decayed). `recipe: paper` sets 'official'.
-    decay_groups: DecayGroups = choice("matrices", DECAY_GROUPS)
+    decay_groups: DecayGroups = "matrices"
 
 
 @dataclass
 class DataConfig:
-    source: DataSource = choice("default", DATA_SOURCES)
+    source: DataSource = "default"
     paths: list[str] = field(default_factory=list)  # source 'files': globs of .txt / .jsonl / .json files
     hf_path: str | None = None  # source 'hf': dataset name ('allenai/c4') or a builder ('json')
     hf_name: str | None = None  # e.g. 'en'
@@ -121,7 +116,7 @@ class DataConfig:
     heldout_fraction: float = 0.02
     shuffle_buffer: int = 10000
     tokenizer: str = "default"  # 'default' = byte-level BPE trained on the bundled corpus; else HF name/path
-    packing: Packing = choice("pack", PACKING)
+    packing: Packing = "pack"
     cache_dir: str = "~/.cache/prores-study"
     # Read training and held-out tokens from a token store prepared once by `study data prepare` (study.data.store)
     # instead of tokenizing on the fly. store_dir: the store folder; None = <cache_dir>/stores/<data fingerprint>.
@@ -134,10 +129,10 @@ class TrainConfig:
     steps: int = 100000
     global_batch: int = 512  # sequences per optimizer step, over all processes
     micro_batch: int = 8  # sequences per forward pass per process
-    precision: Precision = choice("auto", PRECISIONS)  # auto: fp32 on CPU, bf16 autocast on CUDA
+    precision: Precision = "auto"  # auto: fp32 on CPU, bf16 autocast on CUDA
     compile: bool = False
-    device: Device = choice("auto", DEVICES)
-    parallelism: Parallelism = choice("ddp", PARALLELISMS)
+    device: Device = "auto"
+    parallelism: Parallelism = "ddp"
     activation_checkpointing: bool = False
     seed: int = 0
     log_every: int = 10
@@ -165,8 +160,8 @@ class EvalConfig:
 
 @dataclass
 class RunConfig:
-    method: str | None = choice(None, presets.METHODS)
-    recipe: str | None = choice(None, presets.RECIPES)
+    method: Method | None = None
+    recipe: Recipe | None = None
     grid: str = "runs"  # results subfolder: <root>/<grid>/<run-name>/
     name: str | None = None  # readable run-name prefix; default from method/norm, schedule, scale
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -176,6 +171,8 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
 
+
+SECTIONS = ("model", "prores", "optim", "data", "train", "eval")  # RunConfig's nested sections
 
 # Keys that change bookkeeping, not results: left out of the run id.
 NON_SEMANTIC = (
@@ -201,8 +198,7 @@ RESUME_MAY_CHANGE = (
 def _flat(data: dict, prefix: str = "") -> dict:
     out = {}
     for k, v in data.items():
-        if isinstance(v, dict) and v and all(isinstance(x, str) for x in v) and k in (
-                "model", "prores", "optim", "data", "train", "eval"):
+        if isinstance(v, dict) and v and all(isinstance(x, str) for x in v) and k in SECTIONS:
             out.update(_flat(v, f"{prefix}{k}."))
         else:
             out[f"{prefix}{k}"] = v
@@ -236,15 +232,11 @@ def from_dict(cls, data: dict | None, *, source: str | None = None, prefix: str 
         )
     kwargs = {}
     for name, value in data.items():
-        f, tp, key = fields[name], hints[name], f"{prefix}{name}"
+        tp, key = hints[name], f"{prefix}{name}"
         if dataclasses.is_dataclass(tp):
             kwargs[name] = from_dict(tp, value, source=source, prefix=f"{key}.")
             continue
-        value = coerce(value, tp, key, source)
-        choices = f.metadata.get("choices")
-        if choices is not None and value is not None and value not in choices:
-            raise unknown_name(name.replace("_", " "), value, choices, key=key, source=source)
-        kwargs[name] = value
+        kwargs[name] = coerce(value, tp, key, source)
     return cls(**kwargs)
 
 
@@ -255,12 +247,21 @@ def to_dict(cfg) -> dict:
 # ---------------------------------------------------------------------------------------------------
 # Overrides and resolution
 # ---------------------------------------------------------------------------------------------------
-def resolve(raw: dict, *, source: str | None = None) -> RunConfig:
-    """Raw nested dict (file + overrides) -> fully resolved RunConfig. Raises ConfigError on any problem."""
+WARMUP_KEYS = ("warmup_steps", "warmup_fraction")  # one choice: the config's, else the recipe's
+
+
+def layered(raw: dict, *, source: str | None = None) -> dict:
+    """Raw nested dict (file + overrides) -> the same with every layer below the file filled in, untyped.
+
+    Official spellings become the paper's names (schedule, norm, `init: trunc-normal`); then the method's norm and
+    init, the scale's architecture and the recipe's values fill what the config leaves unset (an explicit warmup
+    keeps the recipe's warmup out: WARMUP_KEYS). `resolve` types and checks the result; a grid's rule conditions
+    read it before a cell is complete (study.grid.expand), so both see the same values. Returns a copy.
+    """
     raw = json.loads(json.dumps(raw, default=str))  # deep copy of plain data
     if not isinstance(raw, dict):
         raise ConfigError("expected a mapping at the top level", source=source)
-    for section in ("model", "prores", "optim", "data", "train", "eval"):
+    for section in SECTIONS:
         if raw.get(section) is None:
             raw[section] = {}
         elif not isinstance(raw[section], dict):
@@ -280,7 +281,8 @@ def resolve(raw: dict, *, source: str | None = None) -> RunConfig:
     if method is not None:
         if method not in presets.METHODS:
             raise unknown_name("method", method, presets.METHODS, key="method", source=source)
-        for k, v in presets.METHODS[method].items():
+        fixed = presets.METHODS[method]
+        for k, v in (("norm", fixed.norm), ("init", fixed.init)):
             if model.get(k, v) != v:
                 raise ConfigError(f"method '{method}' sets {k}={v!r} but the config says {model[k]!r}",
                                   key=f"model.{k}", source=source)
@@ -290,23 +292,24 @@ def resolve(raw: dict, *, source: str | None = None) -> RunConfig:
     if scale is not None:
         if scale not in presets.SCALES:
             raise unknown_name("scale", scale, presets.SCALES, key="model.scale", source=source)
-        for k, v in presets.SCALES[scale].items():
+        for k, v in presets.SCALES[scale].arch.items():
             model.setdefault(k, v)
 
     recipe = raw.get("recipe")
     if recipe is not None:
         if recipe not in presets.RECIPES:
             raise unknown_name("recipe", recipe, presets.RECIPES, key="recipe", source=source)
-        optim = raw["optim"]
-        explicit_warmup = "warmup_steps" in optim or "warmup_fraction" in optim
-        for k, v in presets.RECIPES[recipe](method, scale).items():
-            if k.startswith("warmup") and explicit_warmup:
-                continue
-            optim.setdefault(k, v)
-        for k, v in presets.RECIPE_MODEL.get(recipe, {}).items():
-            model.setdefault(k, v)
+        explicit_warmup = any(k in raw["optim"] for k in WARMUP_KEYS)
+        for section, values in presets.RECIPES[recipe](method, scale).items():
+            for k, v in values.items():
+                if not (section == "optim" and k in WARMUP_KEYS and explicit_warmup):
+                    raw[section].setdefault(k, v)
+    return raw
 
-    cfg = from_dict(RunConfig, raw, source=source)
+
+def resolve(raw: dict, *, source: str | None = None) -> RunConfig:
+    """Raw nested dict (file + overrides) -> fully resolved RunConfig. Raises ConfigError on any problem."""
+    cfg = from_dict(RunConfig, layered(raw, source=source), source=source)
     _validate(cfg, source)
     return cfg
 

@@ -35,5 +35,9 @@ class DataError(StudyError):
     """A data source or tokenizer cannot be loaded (missing file, no network for a hub dataset, ...)."""
 
 
+class SubmitError(StudyError):
+    """A submission failed (sbatch refused, no scheduler here): nothing or only part was submitted."""
+
+
 class StorageError(StudyError):
     """The filesystem refused a write (full, read-only, quota, permissions): which path, and what to do."""

@@ -14,12 +14,12 @@ __all__ = ["method_label", "prores_tag", "series_label", "value_label"]
 
 def method_label(method, norm=None, init=None) -> str:
     """The paper's label of a method ('Pre-LN (DS-Init)'); falls back to the norm/init when method is unset."""
-    if isinstance(method, str) and method in presets.METHOD_LABELS:
-        return presets.METHOD_LABELS[method]
+    if isinstance(method, str) and method in presets.METHODS:
+        return presets.METHODS[method].label
     if isinstance(norm, str):
-        for name, spec in presets.METHODS.items():
-            if spec["norm"] == norm and (init is None or spec["init"] == init):
-                return presets.METHOD_LABELS[name]
+        for spec in presets.METHODS.values():
+            if spec.norm == norm and (init is None or spec.init == init):
+                return spec.label
         return f"{norm}-norm" + (f" ({init})" if isinstance(init, str) else "")
     return str(method) if isinstance(method, str) else "unknown"
 

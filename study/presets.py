@@ -8,56 +8,67 @@ their parameter counts are checked against the paper's table in tests/test_prese
 
 from __future__ import annotations
 
-# d_model, n_layers, n_heads, ffn_hidden (paper README §2). vocab 32000 and seq_len 1024 unless noted.
-_PAPER = dict(vocab_size=32000, seq_len=1024)
-SCALES: dict[str, dict] = {
-    "71m": dict(d_model=512, n_layers=12, n_heads=8, ffn_hidden=1368, **_PAPER),
-    **{
-        f"71m-{n}l": dict(d_model=512, n_layers=n, n_heads=8, ffn_hidden=1368, **_PAPER)
-        for n in (24, 48, 72, 96, 120)
-    },
-    "130m": dict(d_model=768, n_layers=12, n_heads=12, ffn_hidden=2048, **_PAPER),
-    "350m": dict(d_model=1024, n_layers=24, n_heads=16, ffn_hidden=2736, **_PAPER),
-    "1.3b": dict(d_model=2048, n_layers=24, n_heads=32, ffn_hidden=5632, **_PAPER),
-    "3b": dict(d_model=2560, n_layers=32, n_heads=32, ffn_hidden=6848, **_PAPER),
-    "7b": dict(d_model=4096, n_layers=32, n_heads=32, ffn_hidden=11008, **_PAPER),
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Scale:
+    """A model scale: its architecture (the ModelConfig fields it fills), and what the paper says of it."""
+
+    arch: dict  # d_model, n_layers, n_heads, ffn_hidden, vocab_size, seq_len
+    label: str  # as the paper's tables print it ('1.3B'); a CPU preset keeps its name
+    official_params: float | None = None  # parameter count of the official config (paper README §2)
+    paper_lr: float | None = None  # the learning rate the paper searched for it (Appendix A; recipe: paper)
+
+
+@dataclass(frozen=True)
+class Method:
+    """One of the paper's seven methods: the norm placement and init it fixes, and how the paper names it."""
+
+    norm: str  # a config.Norm placement
+    init: str  # a config.Init
+    label: str  # its label in the paper's tables (paper_figures line runs up with them by it)
+    table_column: str | None = None  # its column in Table 6 (paper_figures/reference), if it has one
+
+
+def _arch(d_model: int, n_layers: int, n_heads: int, ffn_hidden: int, vocab_size: int = 32000,
+          seq_len: int = 1024) -> dict:
+    return dict(d_model=d_model, n_layers=n_layers, n_heads=n_heads, ffn_hidden=ffn_hidden, vocab_size=vocab_size,
+                seq_len=seq_len)
+
+
+# d_model, n_layers, n_heads, ffn_hidden (paper README §2), vocabulary 32000 and seq_len 1024 unless noted;
+# parameter counts of the official configs (README §2); searched learning rates (Appendix A: the 71M width at
+# every depth shares one).
+SCALES: dict[str, Scale] = {
+    "71m": Scale(_arch(512, 12, 8, 1368), "71M", 70.6e6, 2e-3),
+    **{f"71m-{n}l": Scale(_arch(512, n, 8, 1368), f"71M-{n}L", p, 2e-3)
+       for n, p in ((24, 108e6), (48, 184e6), (72, 260e6), (96, 335e6), (120, 411e6))},
+    "130m": Scale(_arch(768, 12, 12, 2048), "130M", 134.1e6, 2e-3),
+    "350m": Scale(_arch(1024, 24, 16, 2736), "350M", 368.0e6, 1e-3),
+    "1.3b": Scale(_arch(2048, 24, 32, 5632), "1.3B", 1.364e9, 6e-4),
+    "3b": Scale(_arch(2560, 32, 32, 6848), "3B", 2.69e9),
+    "7b": Scale(_arch(4096, 32, 32, 11008), "7B", 6.74e9, 3e-4),
     # CPU presets: small enough to train for a few hundred steps on 2 cores in minutes.
     # Their vocabulary matches the default byte-level BPE trained on the bundled corpus.
-    "tiny": dict(d_model=64, n_layers=4, n_heads=4, ffn_hidden=172, vocab_size=2048, seq_len=128),
-    "tiny-12l": dict(d_model=64, n_layers=12, n_heads=4, ffn_hidden=172, vocab_size=2048, seq_len=128),
-    "small": dict(d_model=128, n_layers=6, n_heads=4, ffn_hidden=344, vocab_size=4096, seq_len=256),
+    "tiny": Scale(_arch(64, 4, 4, 172, vocab_size=2048, seq_len=128), "tiny"),
+    "tiny-12l": Scale(_arch(64, 12, 4, 172, vocab_size=2048, seq_len=128), "tiny-12l"),
+    "small": Scale(_arch(128, 6, 4, 344, vocab_size=4096, seq_len=256), "small"),
 }
 
-# Parameter counts of the official configs (paper README §2), for tests and `study info`.
-OFFICIAL_PARAMS: dict[str, float] = {
-    "71m": 70.6e6, "71m-24l": 108e6, "71m-48l": 184e6, "71m-72l": 260e6, "71m-96l": 335e6,
-    "71m-120l": 411e6, "130m": 134.1e6, "350m": 368.0e6, "1.3b": 1.364e9, "3b": 2.69e9, "7b": 6.74e9,
-}
-
-# The paper's seven methods: each fixes the norm placement and the init of the model.
-METHODS: dict[str, dict] = {
-    "pre-ln": dict(norm="pre", init="normal"),
-    "pre-ln-ds-init": dict(norm="pre", init="ds-init"),
-    "pre-ln-scaled-init": dict(norm="pre", init="scaled"),
-    "sandwich-ln": dict(norm="sandwich", init="normal"),
-    "lns": dict(norm="lns", init="normal"),
-    "post-ln": dict(norm="post", init="normal"),
-    "deepnorm": dict(norm="deepnorm", init="deepnorm"),
-}
-# The label each method carries in the paper's tables (paper_figures use it to line runs up with them).
-METHOD_LABELS: dict[str, str] = {
-    "pre-ln": "Pre-LN",
-    "pre-ln-ds-init": "Pre-LN (DS-Init)",
-    "pre-ln-scaled-init": "Pre-LN (Scaled Init)",
-    "sandwich-ln": "Sandwich-LN",
-    "lns": "LayerNorm Scaling",
-    "post-ln": "Post-LN",
-    "deepnorm": "DeepNorm",
+# The paper's seven methods, in the order of its Table 2.
+METHODS: dict[str, Method] = {
+    "pre-ln": Method("pre", "normal", "Pre-LN", "pre_ln"),
+    "pre-ln-ds-init": Method("pre", "ds-init", "Pre-LN (DS-Init)"),
+    "pre-ln-scaled-init": Method("pre", "scaled", "Pre-LN (Scaled Init)"),
+    "sandwich-ln": Method("sandwich", "normal", "Sandwich-LN", "sandwich_ln"),
+    "lns": Method("lns", "normal", "LayerNorm Scaling"),
+    "post-ln": Method("post", "normal", "Post-LN", "post_ln"),
+    "deepnorm": Method("deepnorm", "deepnorm", "DeepNorm"),
 }
 
 # ---- the paper's training recipe (paper README §3, Appendix A) ------------------------------------
-# Searched learning rate per scale, and the methods that needed a different one.
-PAPER_LR = {"130m": 2e-3, "350m": 1e-3, "1.3b": 6e-4, "7b": 3e-4, "71m-depth": 2e-3}
+# The methods that needed another learning rate than their scale's (Scale.paper_lr).
 PAPER_LR_EXCEPTIONS = {
     ("130m", "post-ln"): 1e-3,
     ("130m", "deepnorm"): 1.5e-3,
@@ -73,42 +84,36 @@ TRUNC_NORMAL_BOUND = 3.0
 # Weight-decay groups of the official code (torchrun_main.py: no_decay = ["bias", "layernorm.weight",
 # "embed_tokens"]): embedding and per-layer norm gains undecayed; the final norm ("model.norm") and the head decayed.
 PAPER_DECAY_GROUPS = "official"
-# Model keys a recipe fills when the config leaves them unset (the optimizer keys come from the recipe functions).
-RECIPE_MODEL: dict[str, dict] = {"paper": {"init_truncation": TRUNC_NORMAL_BOUND}, "cpu": {}}
 # Post-LN and DeepNorm warm the learning rate up over 10% of training instead of 2000 steps.
 PAPER_LONG_LR_WARMUP_METHODS = ("post-ln", "deepnorm")
 PAPER_LONG_LR_WARMUP_FRACTION = 0.1
 
 
-def _scale_family(scale: str | None) -> str | None:
-    if scale and scale.startswith("71m"):
-        return "71m-depth"
-    return scale
-
-
 def paper_recipe(method: str | None, scale: str | None) -> dict:
-    """Optimizer settings of the paper for (method, scale): {'lr': ..., 'warmup_steps' | 'warmup_fraction': ...,
-    'decay_groups': 'official'}.
+    """The paper's recipe for (method, scale), as a partial config: {'model': {'init_truncation': 3.0},
+    'optim': {'lr': ..., 'warmup_steps' | 'warmup_fraction': ..., 'decay_groups': 'official'}}.
 
-    Returns only what the paper fixes; scales the paper did not train (CPU presets) get the warmup rule and the
-    decay groups alone. The model side of the recipe (truncated init) is RECIPE_MODEL['paper'].
+    Holds only what the paper fixes; scales the paper did not train (CPU presets) get no learning rate.
     """
-    out: dict = {"decay_groups": PAPER_DECAY_GROUPS}
-    family = _scale_family(scale)
-    if family in PAPER_LR:
-        out["lr"] = PAPER_LR_EXCEPTIONS.get((family, method), PAPER_LR[family])
+    optim: dict = {"decay_groups": PAPER_DECAY_GROUPS}
+    paper_lr = SCALES[scale].paper_lr if scale in SCALES else None
+    if paper_lr is not None:
+        optim["lr"] = PAPER_LR_EXCEPTIONS.get((scale, method), paper_lr)
     if method in PAPER_LONG_LR_WARMUP_METHODS:
-        out["warmup_fraction"] = PAPER_LONG_LR_WARMUP_FRACTION
+        optim["warmup_fraction"] = PAPER_LONG_LR_WARMUP_FRACTION
     else:
-        out["warmup_steps"] = PAPER_LR_WARMUP_STEPS
-    return out
+        optim["warmup_steps"] = PAPER_LR_WARMUP_STEPS
+    return {"model": {"init_truncation": TRUNC_NORMAL_BOUND}, "optim": optim}
 
 
 def cpu_recipe(method: str | None, scale: str | None) -> dict:
     """The paper's recipe shrunk for CPU runs of a few hundred steps: LR warmup in fractions of the run."""
     lr = 1e-3 if method in PAPER_LONG_LR_WARMUP_METHODS else 3e-3
     frac = PAPER_LONG_LR_WARMUP_FRACTION if method in PAPER_LONG_LR_WARMUP_METHODS else 0.05
-    return {"lr": lr, "warmup_fraction": frac}
+    return {"optim": {"lr": lr, "warmup_fraction": frac}}
 
 
+# A recipe: (method, scale) -> a partial config {section: {key: value}} that fills what the config leaves unset
+# (study.config.layered). Its warmup keys count as one choice: an explicit warmup_steps or warmup_fraction in the
+# config keeps both of the recipe's out.
 RECIPES = {"paper": paper_recipe, "cpu": cpu_recipe}

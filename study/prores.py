@@ -7,6 +7,8 @@ paper; T is the warmup unit of the first layer and W the step by which every lay
 
 from __future__ import annotations
 
+from typing import Literal
+
 import numpy as np
 
 # paper name -> W as a multiple of T (None: the schedule never warms up)
@@ -16,6 +18,7 @@ _W_OVER_T = {
     "fix-L": None, "fix-sqrt-L": None, "fix-sqrt-l": None, "none": None,
 }
 SCHEDULES = tuple(_W_OVER_T)
+Schedule = Literal[SCHEDULES]  # the type of a config's prores.schedule: a name of the table above
 
 # Spellings used by the official code (PRORES_SCHEDULE) and its README, accepted as aliases.
 ALIASES = {

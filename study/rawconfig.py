@@ -94,6 +94,21 @@ def read_yaml(path: str | Path) -> dict:
     return data
 
 
+def find_yaml(name: str | Path, folder: str, *, what: str) -> Path:
+    """A YAML file by path, else by name under `folder` ('grids', 'grids/profiles') of the working directory or of
+    the repository, '.yaml' optional. A ConfigError saying where it looked when there is none (grids and cluster
+    profiles are found by this one function, so they behave alike on a miss)."""
+    path = Path(name)
+    if path.exists():
+        return path  # (a folder given by path is refused by read_yaml, with that reason)
+    for root in (Path.cwd(), Path(__file__).resolve().parents[1]):  # the repository: study/rawconfig.py
+        for rel in (path, Path(folder) / path):
+            for cand in (root / rel, root / rel.with_name(rel.name + ".yaml")):
+                if cand.is_file():
+                    return cand
+    raise ConfigError(f"{what} file not found (looked as given and under {folder}/)", source=str(name))
+
+
 def key_under(dotted: str, keys) -> bool:
     """True if `dotted` is one of `keys` or lies below one of them ('eval.tokens' is under 'eval')."""
     return any(dotted == k or dotted.startswith(k + ".") for k in keys)

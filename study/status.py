@@ -15,8 +15,9 @@ Pure reading (no torch, no submitit at import). The states are those of study.re
                  the run said 'running'); resumes from its latest checkpoint when run or submitted again
     A recorded job that ended while the run still said pending/queued (cancelled in the queue) reads 'pending'.
 
-`read_run_state(run_dir)` reads the files; `job_states(job_ids, cluster)` asks the scheduler (sacct, squeue as a
-fallback; for the local executor whether the controller process lives); `effective_state` combines the two;
+`read_run_state(run_dir)` reads the files; `job_states(runs)` asks each recorded job's backend (study.clusters:
+squeue then sacct on SLURM; for the local executor whether the controller process lives); `effective_state`
+combines the two through the backends' phases (queued, running, ended);
 `grid_status(grid, root)` does all of it for the cells of a grid and is what `study status` and `study submit`
 use.
 """
@@ -26,24 +27,16 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
-import subprocess
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from study import clusters
 from study import lease as lease_mod
 from study.results import FINAL_STATES, STATES, read_json
 
-# SLURM job states (sacct/squeue) -> what they mean for a run.
-SLURM_LIVE_QUEUED = {"PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "CONFIGURING", "RESV_DEL_HOLD",
-                     "SUSPENDED", "STOPPED", "RESIZING"}
-SLURM_LIVE_RUNNING = {"RUNNING", "COMPLETING", "SIGNALING", "STAGE_OUT"}
-SLURM_DEAD_FAILED = {"FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "BOOT_FAIL", "DEADLINE",
-                     "PREEMPTED", "REVOKED", "SPECIAL_EXIT"}
-SLURM_DEAD_OK = {"COMPLETED"}
-# Non-SLURM markers used by job_states().
-LOCAL_ALIVE, LOCAL_GONE, UNKNOWN = "RUNNING", "GONE", "UNKNOWN"
+# A recorded job without job_cluster was SLURM's: status.json had no job_cluster while `study submit` knew only SLURM.
+UNRECORDED_CLUSTER = "slurm"
 
 
 @dataclass
@@ -154,95 +147,22 @@ def read_run_state(run_dir: str | Path) -> RunState:
 # Scheduler
 # ---------------------------------------------------------------------------------------------------
 def _job_alive(job_state: str) -> bool:
-    s = job_state.split()[0].upper() if job_state else ""
-    return s in SLURM_LIVE_QUEUED or s in SLURM_LIVE_RUNNING or s == LOCAL_ALIVE
-
-
-def _expand_ids(job_field: str) -> list[str]:
-    """sacct/squeue JobID -> job ids: '12', '12_3', '12_[0-3,5%2]' -> ['12_0', '12_1', ...]."""
-    m = re.fullmatch(r"(\d+)_\[([0-9,\-]+)(?:%\d+)?\]", job_field)
-    if not m:
-        return [job_field]
-    main, out = m.group(1), []
-    for part in m.group(2).split(","):
-        if "-" in part:
-            a, b = part.split("-", 1)
-            out += [f"{main}_{i}" for i in range(int(a), int(b) + 1)]
-        elif part:
-            out.append(f"{main}_{part}")
-    return out
-
-
-def _run(cmd: list[str], timeout: float) -> str | None:
-    try:
-        res = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    return res.stdout if res.returncode == 0 else None
-
-
-def slurm_job_states(job_ids, *, timeout: float = 30) -> dict[str, str]:
-    """{job_id: SLURM state}: squeue for live jobs (slurmctld knows a job the moment it is submitted; the
-    accounting database may lag), then sacct for the others (ended jobs: COMPLETED, FAILED, TIMEOUT, ...).
-
-    Job ids are '123' or '123_4' (array task). Ids neither command knows are absent from the result; {} when
-    there is no SLURM here.
-    """
-    ids = sorted({str(j) for j in job_ids if j})
-    if not ids:
-        return {}
-    mains = ",".join(sorted({j.split("_")[0] for j in ids}))
-    states: dict[str, str] = {}
-    squeue_ok = False
-    if shutil.which("squeue"):
-        out = _run(["squeue", "-h", "-r", "-o", "%i|%T", "-j", mains], timeout)
-        if out is None:  # squeue exits 1 when none of the ids is known any more: ask again without -j
-            out = _run(["squeue", "-h", "-r", "-o", "%i|%T"], timeout)
-        if out is not None:
-            squeue_ok = True
-            for line in out.splitlines():
-                parts = line.strip().split("|")
-                if len(parts) == 2:
-                    for jid in _expand_ids(parts[0]):
-                        states[jid] = parts[1].split()[0].upper()
-    rest = [j for j in ids if j not in states]
-    if rest and shutil.which("sacct"):
-        out = _run(["sacct", "-X", "-n", "-P", "-o", "JobID,State", "-j",
-                    ",".join(sorted({j.split("_")[0] for j in rest}))], timeout)
-        for line in (out or "").splitlines():
-            parts = line.strip().split("|")
-            if len(parts) < 2 or not parts[0] or "." in parts[0]:
-                continue
-            state = parts[1].split()[0].upper() if parts[1].strip() else UNKNOWN  # 'CANCELLED by 0'
-            for jid in _expand_ids(parts[0]):
-                if jid in rest and not (state in SLURM_LIVE_QUEUED | SLURM_LIVE_RUNNING and squeue_ok):
-                    states[jid] = state  # (a live state squeue did not list is stale accounting: ignore it)
-    return {j: states[j] for j in ids if j in states}
-
-
-def local_job_state(job_id: str) -> str:
-    """Local executor job ids are the controller's pid: alive (and a submitit controller) or gone."""
-    try:
-        pid = int(str(job_id).split("_")[0])
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except (ValueError, OSError):
-        return LOCAL_GONE
-    if stat.split(") ")[-1].startswith("Z") or b"submitit" not in cmdline:
-        return LOCAL_GONE
-    return LOCAL_ALIVE
+    return clusters.phase(job_state) in (clusters.QUEUED, clusters.RUNNING)
 
 
 def job_states(runs: list[RunState], *, scheduler: bool = True) -> dict[str, str]:
-    """{job_id: state} for the runs' recorded jobs, asking each job's executor kind."""
+    """{job_id: state word} for the runs' recorded jobs, each asked of its own backend's reader."""
     if not scheduler:
         return {}
-    slurm_ids = [r.job_id for r in runs if r.job_id and (r.job_cluster or "slurm") == "slurm"
-                 and re.fullmatch(r"\d+(_\d+)?", r.job_id)]
-    out = slurm_job_states(slurm_ids) if slurm_ids else {}
+    by_cluster: dict[str, list[str]] = {}
     for r in runs:
-        if r.job_id and r.job_cluster == "local":
-            out[r.job_id] = local_job_state(r.job_id)
+        if r.job_id:
+            by_cluster.setdefault(r.job_cluster or UNRECORDED_CLUSTER, []).append(r.job_id)
+    out: dict[str, str] = {}
+    for name, ids in by_cluster.items():
+        kind = clusters.BACKENDS.get(name)
+        if kind is not None and kind.job_states is not None:
+            out.update(kind.job_states(ids))
     return out
 
 
@@ -256,16 +176,15 @@ def effective_state(recorded: str | None, job_state: str | None) -> tuple[str, s
     Only errors the trainer recorded itself read 'failed'.
     """
     state = recorded if recorded in STATES else "pending"
-    if state in FINAL_STATES or not job_state or job_state == UNKNOWN:
+    if state in FINAL_STATES or not job_state or job_state == clusters.UNKNOWN:
         return state, None
-    s = job_state.split()[0].upper()
-    if s in SLURM_LIVE_RUNNING or s == LOCAL_ALIVE:
+    s, phase = job_state.split()[0], clusters.phase(job_state)
+    if phase == clusters.RUNNING:
         # The trainer writes 'running' itself once it starts; before that the job is starting up.
         return ("running" if state in ("running", "queued", "pending", "interrupted", "failed") else state), None
-    if s in SLURM_LIVE_QUEUED:
+    if phase == clusters.QUEUED:
         return "queued", None
-    if state in ("pending", "queued", "running") and (s in SLURM_DEAD_FAILED or s in SLURM_DEAD_OK
-                                                      or s == LOCAL_GONE):
+    if state in ("pending", "queued", "running") and phase == clusters.ENDED:
         if recorded == "running":
             return "interrupted", f"job ended ({s}) without the trainer recording an error; resumes"
         return "pending", f"job ended ({s}) before the run started"
@@ -274,7 +193,7 @@ def effective_state(recorded: str | None, job_state: str | None) -> tuple[str, s
 
 def refine(run: RunState, job_state: str | None) -> RunState:
     run.job_state = job_state
-    if not job_state or job_state == UNKNOWN:
+    if not job_state or job_state == clusters.UNKNOWN:
         return run  # the files and the owner's lease (read_run_state) say all there is
     state, error = effective_state(run.recorded, job_state)
     run.state = state
@@ -348,9 +267,7 @@ def format_table(runs: list[RunState]) -> str:
         ckpt = "-" if r.checkpoint_step is None else str(r.checkpoint_step)
         loss = "-" if r.loss is None else f"{r.loss:.4f}"
         job = r.job_id or "-"
-        if r.job_state and r.job_cluster == "local":
-            job += " (alive)" if r.job_state == LOCAL_ALIVE else " (gone)"
-        elif r.job_state:
+        if r.job_state:
             job += f" ({r.job_state})"
         note = ""
         if r.state == "diverged" and r.diverged_step is not None:

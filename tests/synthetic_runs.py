@@ -95,7 +95,8 @@ def write_run(root, *, grid: str, method: str, scale: str, schedule: str = "none
         info = {"run_id": rid, "run_name": name, "grid": grid,
                 "axes": {"method": method, "schedule": schedule, "scale": scale, **({"T": T} if T else {})},
                 "method": method, "schedule": schedule, "scale": scale,
-                "params": presets.OFFICIAL_PARAMS.get(scale), "W": cfg.prores.W, "T": cfg.prores.T,
+                "params": getattr(presets.SCALES.get(scale), "official_params", None),
+                "W": cfg.prores.W, "T": cfg.prores.T,
                 "provenance": {"git_commit": "0" * 40, "git_dirty": False, "versions": {"torch": "2.13.0"},
                                "host": "synthetic", "argv": ["study", "run"], "slurm_job_id": None,
                                "slurm_array_job_id": None, "slurm_array_task_id": None,
@@ -242,7 +243,7 @@ def make_synthetic_root(root, *, steps: int = STEPS) -> dict:
     for method, scale in (("pre-ln", "130m"), ("post-ln", "130m"), ("pre-ln", "1.3b")):
         for on in (False, True):
             seed += 1
-            label = presets.METHOD_LABELS[method]
+            label = presets.METHODS[method].label
             paper = float(_cell(t2, method=label, prores=str(on).lower(),
                                 scale={"130m": "130M", "1.3b": "1.3B"}[scale])["ppl"])
             ours = round(paper * 1.02, 4)  # 2% worse than the paper
@@ -283,7 +284,7 @@ def make_synthetic_root(root, *, steps: int = STEPS) -> dict:
     # --- schedules: Table 6 (350M, 24 layers); W = T·24 (equal: W = T) ---
     cells = [("pre-ln", "none", None), ("pre-ln", "linear", 500), ("pre-ln", "equal", 1000), ("pre-ln", "fix-L", None),
              ("sandwich-ln", "linear", 1000), ("post-ln", "equal", 12000)]
-    col = {"pre-ln": "pre_ln", "post-ln": "post_ln", "sandwich-ln": "sandwich_ln"}
+    col = {m: presets.METHODS[m].table_column for m in ("pre-ln", "post-ln", "sandwich-ln")}
     for method, schedule, T in cells:
         seed += 1
         W = prores.total_warmup(schedule, 24, T) if T else None

@@ -107,3 +107,63 @@ def test_print_config_shows_every_default(capsys):
     assert main(["train", "--set", "method=lns", "--print-config"]) == 0
     out = capsys.readouterr().out
     assert "norm: lns" in out and "warmup_steps: 0" in out and "keep_checkpoints: 2" in out
+
+
+# ---- choices: each a Literal, checked by the one coercer (moved from tests/test_config_choices.py, whose check
+# that every Literal equals its `choice()` metadata went with the metadata) ----------------------------------
+def _choice_fields(cls=config.RunConfig, prefix=""):
+    import dataclasses
+    import typing
+
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        tp = hints[f.name]
+        if dataclasses.is_dataclass(tp):
+            yield from _choice_fields(tp, f"{prefix}{f.name}.")
+            continue
+        literal = [a for a in (tp, *typing.get_args(tp)) if typing.get_origin(a) is typing.Literal]
+        if literal:
+            yield f"{prefix}{f.name}", literal[0], f
+
+
+def test_every_choice_is_a_literal_with_a_valid_default_and_tables_give_their_names():
+    import typing
+
+    from study import prores
+
+    literal = {key: (tp, f) for key, tp, f in _choice_fields()}
+    assert {"model.norm", "model.init", "optim.lr_schedule", "data.source", "train.precision", "train.parallelism",
+            "model.scale", "method", "recipe", "prores.schedule"} <= set(literal)
+    for key, (tp, f) in literal.items():
+        assert f.default is None or f.default in typing.get_args(tp), key
+    assert typing.get_args(config.Norm) == config.NORMS and "lns-gain" in config.NORMS
+    assert typing.get_args(literal["model.scale"][0]) == tuple(presets.SCALES)
+    assert typing.get_args(literal["prores.schedule"][0]) == prores.SCHEDULES
+    with pytest.raises(ConfigError, match=r"key 'prores.schedule': unknown schedule 'linaer'; valid choices: "):
+        config.resolve({"prores": {"schedule": "linaer"}})
+    with pytest.raises(ConfigError, match=r"key 'recipe': unknown recipe 'papr'; valid choices: cpu, paper$"):
+        config.resolve({"recipe": "papr"})
+
+
+def test_a_literal_is_checked_with_the_unknown_name_message():
+    from study.coerce import coerce, type_name
+
+    assert coerce("sandwich", config.Norm, "model.norm", None) == "sandwich"
+    with pytest.raises(ConfigError) as exc:
+        coerce("xyz", config.Norm, "model.norm", "f.yaml")
+    assert str(exc.value) == ("f.yaml, key 'model.norm': unknown norm 'xyz'; valid choices: deepnorm, lns, lns-gain, "
+                              "post, pre, sandwich")
+    with pytest.raises(ConfigError, match=r"key 'model.embed_std_rule': unknown embed std rule 'x'; valid choices: "
+                                          r"fixed, sqrt-d$"):
+        coerce("x", config.EmbedStdRule, "model.embed_std_rule", None)
+    with pytest.raises(ConfigError, match=r"key 'train.precision': expected str, got 16$"):
+        coerce(16, config.Precision, "train.precision", None)
+    assert type_name(config.Norm) == "str"
+
+
+def test_resolving_a_config_gives_the_same_messages():
+    with pytest.raises(ConfigError, match=r"unknown precision 'fp16'; valid choices: auto, bf16, bf16-pure, fp32"):
+        config.resolve({"train": {"precision": "fp16"}})
+    with pytest.raises(ConfigError, match=r"key 'model.norm': expected str, got 7"):
+        config.resolve({"model": {"norm": 7}})
+    assert config.resolve({"model": {"norm": "deeppost"}}).model.norm == "deepnorm"  # official spelling, mapped

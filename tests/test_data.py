@@ -316,3 +316,16 @@ def test_token_cache_built_once_under_concurrency(corpus_dir, cache_dir, tok, tm
     assert tokens_mod.STATS["tokenized"] == before + 1
     assert np.array_equal(np.asarray(again.tokens), np.asarray(results[0].tokens)) and again.ids == results[0].ids
     assert not [p for p in os.listdir(tmp_path / "fresh-cache" / "tokens") if p.endswith(".tmp")]
+
+
+def test_padded_rows_are_the_one_shape_of_every_padded_batch():
+    """pad to S + 1, labels shifted, IGNORE past the piece: the builder TrainStream, StoreStream and the
+    held-out batches share."""
+    from study.data.batch import IGNORE, padded_rows
+
+    inputs, labels = padded_rows([np.array([7]), np.array([1, 2, 3]), np.arange(10, 15)], 4, pad_id=0)
+    assert inputs.tolist() == [[7, 0, 0, 0], [1, 2, 3, 0], [10, 11, 12, 13]]
+    assert labels.tolist() == [[IGNORE] * 4, [2, 3, IGNORE, IGNORE], [11, 12, 13, 14]]
+    assert inputs.dtype == labels.dtype == np.int64 and IGNORE == -100
+    with pytest.raises(ValueError, match="1 to seq_len"):
+        padded_rows([np.arange(6)], 4, pad_id=0)

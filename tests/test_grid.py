@@ -459,3 +459,16 @@ def test_grid_show_flags_cells_that_do_not_fit_in_gpu_memory(capsys):
     assert main(["grid", "show", str(REPO / "grids/paper/7b.yaml"), "--gpus", "1"]) == 0
     out = capsys.readouterr().out
     assert "!" in out and "WARNING: 2 cells need more than 80 GiB per GPU on 1 GPU(s)" in out
+
+
+def test_grids_and_profiles_are_found_alike_and_a_miss_is_one_error(monkeypatch, tmp_path):
+    from study.clusters.options import find_profile
+    from study.grid import find_grid
+
+    monkeypatch.chdir(tmp_path)  # found under the repository, from anywhere
+    assert find_grid("cpu/quickstart") == REPO / "grids/cpu/quickstart.yaml"
+    assert find_profile("example-slurm") == REPO / "grids/profiles/example-slurm.yaml"
+    for find, what, folder in ((find_grid, "grid", "grids/"), (find_profile, "profile", "grids/profiles/")):
+        with pytest.raises(ConfigError) as exc:
+            find("no-such-thing")
+        assert str(exc.value) == f"no-such-thing: {what} file not found (looked as given and under {folder})"

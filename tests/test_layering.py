@@ -30,7 +30,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("study.data", "study.results", "study.lease", "study.cost"),
     ("study.train",),
     ("study.evaluate",),
-    ("study.grid", "study.status", "study.dispatch", "study.launch"),
+    ("study.grid", "study.clusters", "study.status", "study.dispatch"),
     ("study.collect", "study.analysis", "study.series", "study.stats", "study.notebooks"),
     ("paper_figures",),
     ("study.commands", "study.cli", "study.__main__"),

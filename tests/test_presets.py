@@ -29,11 +29,12 @@ def model_cfg(scale: str, **kw) -> config.ModelConfig:
 
 
 def test_every_paper_scale_has_an_official_count():
-    assert set(PRINTED) == set(presets.OFFICIAL_PARAMS)
+    official = {name: s.official_params for name, s in presets.SCALES.items() if s.official_params is not None}
+    assert set(PRINTED) == set(official)
     assert set(PRINTED) <= set(presets.SCALES)
     for scale, printed in PRINTED.items():
         value, _ = _parse(printed)
-        assert presets.OFFICIAL_PARAMS[scale] == pytest.approx(value, rel=1e-12)
+        assert official[scale] == pytest.approx(value, rel=1e-12)
 
 
 @pytest.mark.parametrize("scale", list(PRINTED))
@@ -82,6 +83,6 @@ def test_methods_fix_norm_and_init():
     assert len(presets.METHODS) == 7
     for method, fixed in presets.METHODS.items():
         cfg = config.resolve({"method": method, "model": {"scale": "tiny"}}).model
-        assert (cfg.norm, cfg.init) == (fixed["norm"], fixed["init"])
+        assert (cfg.norm, cfg.init) == (fixed.norm, fixed.init)
         torch.manual_seed(0)
         build_model(cfg)  # every method builds

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_launch import assert_identical, final_weights, grid_file, losses, read_status, run_reference
+from tests.test_dispatch import assert_identical, final_weights, grid_file, losses, read_status, run_reference
 
 pytestmark = pytest.mark.slurm
 

@@ -92,7 +92,7 @@ def test_a_model_that_cannot_fit_is_refused_before_allocating(tiny_cfg, tmp_path
 
 @pytest.mark.parametrize("command", ["run", "submit"])
 def test_out_naming_a_file_is_one_line_exit_2_for_grids(command, tmp_path, cache_dir, capsys):
-    from tests.test_launch import grid_file
+    from tests.test_dispatch import grid_file
 
     grid = grid_file(tmp_path, cache_dir)
     out = tmp_path / "results.txt"

@@ -15,6 +15,11 @@ from __future__ import annotations
 import json
 import os
 
+from study.clusters.options import add_flags
+
+# The cluster options of a preparation job (study.clusters.options), besides --cluster: CPU-only tasks.
+PREPARE_FLAGS = ("partition", "account", "time", "cpus_per_task", "mem_gb", "logs")
+
 
 def register(sub) -> None:
     p = sub.add_parser("data", help="prepare the token store a config or grid trains from (once, in parallel)")
@@ -33,16 +38,12 @@ def register(sub) -> None:
                                 "with --cluster: --cpus-per-task)")
             c = q.add_argument_group("as a job array (submitit): each task prepares its share of the source's "
                                      "shards, then one job finalizes")
-            c.add_argument("--cluster", choices=("slurm", "local", "debug"), default=None,
-                           help="submit the preparation instead of running it here")
+            add_flags(c, ["cluster"], help={"cluster": "submit the preparation instead of running it here"})
             c.add_argument("--tasks", type=int, default=8, help="array tasks (default 8; at most one per unit)")
             c.add_argument("--profile", default=None, metavar="FILE.yaml", help="cluster profile (as study submit)")
-            c.add_argument("--partition", default=None)
-            c.add_argument("--account", default=None)
-            c.add_argument("--time", type=int, default=None, metavar="MIN", help="minutes per task (default 240)")
-            c.add_argument("--cpus-per-task", type=int, default=None, help="CPUs per task (= its workers)")
-            c.add_argument("--mem-gb", type=float, default=None)
-            c.add_argument("--logs", default=None, help="submitit log folder (default: STORE.partial/.submitit)")
+            add_flags(c, PREPARE_FLAGS, help={"time": "minutes per task (default 240)",
+                                              "cpus_per_task": "CPUs per task (= its workers)",
+                                              "logs": "submitit log folder (default: STORE.partial/.submitit)"})
         q.set_defaults(func=run)
 
 
@@ -55,8 +56,13 @@ def data_configs(target: str, overrides: list[str]) -> list:
     from study.errors import ConfigError
     from study.grid import find_grid, load_grid
 
-    path = Path(target) if Path(target).is_file() else find_grid(target)
+    path = Path(target)
     if not path.is_file():
+        try:
+            path = find_grid(target)
+        except ConfigError:
+            path = None
+    if path is None or not path.is_file():
         raise ConfigError("file not found (expected a run config or a grid)", source=target)
     is_grid = "axes" in rawconfig.read_yaml(path)
     if is_grid:
@@ -121,14 +127,14 @@ def _submit(args, cfgs) -> int:
     """`study data prepare --cluster ...`: one job array per store, and a finalize job after it."""
     from pathlib import Path
 
+    from study.clusters import backend
     from study.data import store
     from study.dispatch import load_profile, make_executor, resolve_options
     from study.errors import ConfigError
 
     if args.tasks < 1:
         raise ConfigError(f"--tasks must be >= 1, got {args.tasks}", key="--tasks")
-    cli = {"cluster": args.cluster, "partition": args.partition, "account": args.account, "time": args.time,
-           "cpus_per_task": args.cpus_per_task, "mem_gb": args.mem_gb}
+    cli = {k: getattr(args, k) for k in ("cluster", *PREPARE_FLAGS) if k != "logs"}
     # CPU-only tasks whatever the profile says about GPUs; 4 hours unless told otherwise
     options = resolve_options({**cli, "gpus_per_node": 0, "tasks_per_node": 1, "nodes": 1},
                               load_profile(args.profile), {"time": 240})
@@ -138,7 +144,7 @@ def _submit(args, cfgs) -> int:
         logs = Path(args.logs) if args.logs else Path(f"{path}.partial") / ".submitit"
         executor = make_executor(args.cluster, logs, options, name="study-data-prepare")
         jobs, final = store.submit_prepare(cfg.data, cfg.model.vocab_size, executor, tasks=args.tasks,
-                                           workers=workers, wait=args.cluster != "slurm")
+                                           workers=workers, after=backend(args.cluster).run_after)
         if not jobs:
             print(f"{path}: already prepared")
         elif final is None:

@@ -1,50 +1,32 @@
-"""`study submit GRID --cluster {slurm,local,debug} [options]`: the grid's unfinished cells as one submitit job array.
+"""`study submit GRID --cluster NAME [options]`: the grid's unfinished cells as one submitit job array.
 
 Completed and diverged cells are never resubmitted, cells with a live job are never duplicated, failed ones only
 with --rerun-failed, interrupted ones are resubmitted (they resume from their checkpoint). Cluster options come
-from the command line, else a YAML profile (--profile), else the grid's `cluster:` section (study.dispatch.options).
+from the command line, else a YAML profile (--profile), else the grid's `cluster:` section; their flags are made
+from study.clusters.options.ClusterOptions, the cluster names from study.clusters.BACKENDS.
 """
 
 from __future__ import annotations
 
-import argparse
 import sys
+
+from study.clusters.options import FLAGS, add_flags
 
 
 def register(sub) -> None:
     p = sub.add_parser("submit", help="submit a grid's unfinished cells as one job array (submitit)")
     p.add_argument("grid", help="grid file (or a name under grids/)")
-    p.add_argument("--cluster", choices=("slurm", "local", "debug"), default=None,
-                   help="submitit executor: slurm, local (processes on this machine) or debug (in this process); "
-                        "default: the profile's or grid's `cluster`")
+    add_flags(p, ["cluster"], help={"cluster": "where the jobs run (default: the profile's or grid's `cluster`)"})
     p.add_argument("--profile", default=None, metavar="FILE.yaml",
                    help="cluster profile (YAML of the options below; a name looks under grids/profiles/)")
     g = p.add_argument_group("cluster options (command line > --profile > the grid's `cluster:` section)")
-    g.add_argument("--partition", default=None)
-    g.add_argument("--account", default=None)
-    g.add_argument("--qos", default=None)
-    g.add_argument("--constraint", default=None)
-    g.add_argument("--nodes", type=int, default=None, help="nodes per run (default 1)")
-    g.add_argument("--gpus-per-node", type=int, default=None, help="GPUs per node; one task per GPU")
-    g.add_argument("--tasks-per-node", type=int, default=None,
-                   help="processes per node (default: gpus-per-node, or 1 without GPUs; e.g. 2 for CPU DDP)")
-    g.add_argument("--cpus-per-task", type=int, default=None)
-    g.add_argument("--mem-gb", type=float, default=None)
-    g.add_argument("--time", type=int, default=None, metavar="MIN",
-                   help="time limit per job in minutes (default 1440); on timeout the run checkpoints and requeues")
-    g.add_argument("--signal-delay-s", type=int, default=None, metavar="S",
-                   help="SLURM sends the checkpoint signal (SIGUSR2) S seconds before --time ends (default 90); "
-                        "raise it for big models on slow filesystems")
-    g.add_argument("--requeue", action=argparse.BooleanOptionalAction, default=None,
-                   help="let SLURM requeue a job after a node failure or preemption (default: on)")
-    g.add_argument("--array-parallelism", type=int, default=None, metavar="K",
-                   help="at most K array tasks run at once (default 256)")
+    add_flags(g, [n for n in FLAGS if n not in ("cluster", "logs")])
     p.add_argument("--where", action="append", default=[], metavar="KEY=VALUE",
                    help="only cells matching (axis or config key; repeatable)")
     p.add_argument("--only", action="append", default=[], metavar="ID_OR_NAME",
                    help="only these run ids / names (repeatable)")
     p.add_argument("--out", default="results", help="results root (default: ./results)")
-    p.add_argument("--logs", default=None, help="submitit log folder (default: ROOT/GRID/.submitit/%%j)")
+    add_flags(p, ["logs"])
     p.add_argument("--dry-run", action="store_true", help="print what would be submitted; submit nothing")
     p.add_argument("--rerun-failed", action="store_true",
                    help="also resubmit failed runs, those whose trainer recorded an error (and runs recorded "
@@ -55,23 +37,22 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
+    from study.clusters import BACKENDS
     from study.dispatch import load_profile, resolve_options, submit_grid
     from study.errors import ConfigError
     from study.grid import load_grid
 
     grid = load_grid(args.grid)
-    cli = {k: getattr(args, k) for k in ("cluster", "partition", "account", "qos", "constraint", "nodes",
-                                         "gpus_per_node", "tasks_per_node", "cpus_per_task", "mem_gb", "time",
-                                         "array_parallelism", "logs", "signal_delay_s", "requeue")}
+    cli = {k: getattr(args, k) for k in FLAGS}
     options = resolve_options(cli, load_profile(args.profile), grid.cluster, grid_source=str(grid.path))
     cluster = options.get("cluster")
     if cluster is None:
-        raise ConfigError("no cluster given: pass --cluster slurm|local|debug (or set `cluster` in the profile "
+        raise ConfigError(f"no cluster given: pass --cluster {'|'.join(BACKENDS)} (or set `cluster` in the profile "
                           "or the grid's cluster section)", key="--cluster")
     argv = ["study", *sys.argv[1:]] if sys.argv and sys.argv[0].endswith("study") else list(sys.argv)
     report = submit_grid(grid, root=args.out, cluster=cluster, options=options, where=args.where,
                          only=args.only, logs=options.get("logs"), dry_run=args.dry_run,
                          rerun_failed=args.rerun_failed, argv=argv)
-    if cluster == "debug" and any(s == "failed" for s in report.results.values()):
+    if any(s == "failed" for s in report.results.values()):  # jobs run in this process (debug)
         return 1
     return 0

@@ -5,7 +5,7 @@ Packing (`data.packing`):
         seq_len + 1 tokens overlapping by one token: sequence k is stream[k·S : k·S + S + 1], input = [:-1],
         labels = [1:]. Every token after the first is a label exactly once; nothing is padded or dropped.
   pad   The official code's mode: one sequence per document, (document + EOS) truncated to seq_len + 1 tokens
-        and padded with pad_id; labels are -100 where the next token is padding.
+        and padded with pad_id; labels are IGNORE (-100) where the next token is padding.
 
 Order: the training documents (held-out ones left out) are shuffled by the seed, reshuffled every epoch
 (numpy `default_rng([seed, epoch])`); finite sources loop over epochs. A streamed HF dataset is read in blocks
@@ -19,7 +19,8 @@ Ranks: the stream of global sequences is the same for every world size; rank r o
 r+w, r+2w, ... Each `next_batch(n)` consumes n·w global sequences, so after every call all ranks hold the same
 state: a state saved by any rank restores every rank, for any world size with the same global batch.
 
-Batches: {'input_ids': Long[n, S], 'labels': Long[n, S] (-100 = ignored), 'n_tokens': int (labels != -100)}.
+Batches: {'input_ids': Long[n, S], 'labels': Long[n, S] (IGNORE = -100 where none), 'n_tokens': int (labels != IGNORE)}.
+Padded rows (`pad` mode, the held-out batches' last sequence) come from study.data.batch.padded_rows.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ import threading
 import numpy as np
 
 from study.data import cache, corpus
-from study.data.batch import IGNORE, batch_dict, check_stream_args
+from study.data.batch import batch_dict, check_stream_args, padded_rows
 from study.data.tokens import token_dtype, tokenize_documents, tokenized_corpus
 from study.errors import DataError
 
@@ -290,21 +291,13 @@ class TrainStream:
 
     def _pad(self, total: int) -> tuple[np.ndarray, np.ndarray]:
         S, eos = self.seq_len, self.tok.eos_id
-        rows = []
+        pieces = []
         for i in range(total):
             doc = self._docs.current()
-            if i % self.world_size == self.rank:
-                seq = np.full(S + 1, self.tok.pad_id, dtype=np.int64)
-                k = min(len(doc), S + 1)
-                seq[:k] = doc[:k]
-                if k < S + 1:
-                    seq[k] = eos
-                valid = min(len(doc) + 1, S + 1)  # real tokens in seq
-                labels = seq[1:].copy()
-                labels[valid - 1:] = IGNORE
-                rows.append((seq[:-1], labels))
+            if i % self.world_size == self.rank:  # the document and its EOS, cut to S + 1 tokens
+                pieces.append(np.concatenate([doc[:S + 1], np.array([eos], dtype=doc.dtype)])[:S + 1])
             self._docs.advance()
-        return np.stack([r[0] for r in rows]), np.stack([r[1] for r in rows])
+        return padded_rows(pieces, S, self.tok.pad_id)
 
     def next_batch(self, n: int) -> dict:
         """The next `n` sequences of this rank: {'input_ids', 'labels', 'n_tokens'}."""
@@ -406,7 +399,7 @@ def heldout_batches(data_cfg, tok, *, seq_len: int, tokens: int, batch_size: int
     """Packed held-out sequences with at least min(tokens, available) label tokens, in batches.
 
     Always packed (whatever data.packing), in the source's document order, so every run with the same data and
-    tokenizer evaluates on the same tokens. The last sequence is padded (labels -100) only when the held-out
+    tokenizer evaluates on the same tokens. The last sequence is padded (labels IGNORE) only when the held-out
     text runs out.
     """
     if seq_len < 1 or tokens < 1 or batch_size < 1:
@@ -417,13 +410,6 @@ def heldout_batches(data_cfg, tok, *, seq_len: int, tokens: int, batch_size: int
         raise DataError("no held-out documents: set data.heldout_fraction > 0 (or data.eval_split for an HF "
                         "dataset), or give a corpus with more documents")
     n_labels = min(tokens, len(stream) - 1)
-    rows = []
-    for k in range(math.ceil(n_labels / S)):
-        piece = stream[k * S:k * S + S + 1]
-        seq = np.full(S + 1, tok.pad_id, dtype=np.int64)
-        seq[:len(piece)] = piece
-        labels = seq[1:].copy()
-        labels[len(piece) - 1:] = IGNORE
-        rows.append((seq[:-1], labels))
-    chunks = [rows[i:i + batch_size] for i in range(0, len(rows), batch_size)]
-    return [batch_dict(np.stack([r[0] for r in c]), np.stack([r[1] for r in c])) for c in chunks]
+    inputs, labels = padded_rows([stream[k * S:k * S + S + 1] for k in range(math.ceil(n_labels / S))], S,
+                                 tok.pad_id)
+    return [batch_dict(inputs[i:i + batch_size], labels[i:i + batch_size]) for i in range(0, len(inputs), batch_size)]

@@ -189,10 +189,11 @@ def prepare(data_cfg, vocab_size: int, *, workers: int = 1, units: list[int] | N
     return path
 
 
-def submit_prepare(data_cfg, vocab_size: int, executor, *, tasks: int, workers: int, wait: bool):
+def submit_prepare(data_cfg, vocab_size: int, executor, *, tasks: int, workers: int, after=None):
     """Prepare the store as a job array of `tasks` tasks (each its share of the units, `workers` processes),
-    then finalize: on SLURM as a job that depends on the array (afterok), elsewhere after waiting for it.
-    Returns (array jobs, finalize job or None when finalized here)."""
+    then finalize: as a job the scheduler starts once the array succeeded, when `after(executor, jobs)` can make
+    the executor's next submission wait for them (its backend's run_after, study.clusters), else here after
+    waiting for the array. Returns (array jobs, finalize job or None when finalized here)."""
     path = store_path(data_cfg, vocab_size)
     if (path / "manifest.json").exists():
         return [], None
@@ -202,9 +203,9 @@ def submit_prepare(data_cfg, vocab_size: int, executor, *, tasks: int, workers: 
     shares = [list(range(k, n, tasks)) for k in range(tasks)]
     cfg = dataclasses.asdict(data_cfg)
     jobs = executor.map_array(_prepare_task, [cfg] * tasks, [vocab_size] * tasks, shares, [workers] * tasks)
-    if not wait:
-        ids = ":".join(str(j.job_id).split("_")[0] for j in jobs[:1])
-        executor.update_parameters(slurm_additional_parameters={"dependency": f"afterok:{ids}"}, name="finalize")
+    if after is not None:
+        after(executor, jobs)
+        executor.update_parameters(name="finalize")
         return jobs, executor.submit(_prepare_task, cfg, vocab_size, [], 1, True)
     for j in jobs:
         j.result()

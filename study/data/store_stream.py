@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from study.data.batch import IGNORE, batch_dict, check_stream_args
+from study.data.batch import batch_dict, check_stream_args, padded_rows
 from study.data.store_read import store_of
 from study.errors import DataError
 
@@ -106,15 +106,8 @@ class StoreStream:
         if self.packing == "pack":
             rows = self.split.rows(ks * S, S + 1)
             return rows[:, :-1], rows[:, 1:]
-        inputs = np.full((len(ks), S), self.tok.pad_id, dtype=np.int64)
-        labels = np.full((len(ks), S), IGNORE, dtype=np.int64)
-        for i, k in enumerate(ks):
-            doc = self.split.document(int(k))[:S + 1]  # the document and its EOS
-            seq = np.full(S + 1, self.tok.pad_id, dtype=np.int64)
-            seq[:len(doc)] = doc
-            inputs[i] = seq[:-1]
-            labels[i, :len(doc) - 1] = seq[1:len(doc)]
-        return inputs, labels
+        # each document of the store ends with its EOS
+        return padded_rows([self.split.document(int(k))[:S + 1] for k in ks], S, self.tok.pad_id)
 
     def next_batch(self, n: int) -> dict:
         if n < 1:

@@ -3,11 +3,14 @@
     plan = plan_cells(cells, root, rerun_failed=False)        # what to submit, what to skip and why
     report = submit_grid(grid, root=..., cluster="slurm", options=resolve_options(cli, profile, grid.cluster))
 
+The cluster kinds (slurm, local, debug: what each does differently) and the options a submission takes are
+study.clusters' (one record per backend; study/clusters/options.py); their names are re-exported here.
+
 Selection (`decide`), from the run's status.json refined by the scheduler (study.status):
     completed, diverged       skipped: a result (divergence is a result, never retried)
-    queued / running          skipped when the recorded job is alive (sacct/squeue, or the local controller's
-                              pid); never duplicated. Recorded but unconfirmable (no job id, no scheduler answer):
-                              skipped too, unless --rerun-failed
+    queued / running          skipped when the recorded job is alive (its backend's job-state reader: sacct/squeue,
+                              or the local controller's pid); never duplicated. Recorded but unconfirmable (no job
+                              id, no scheduler answer): skipped too, unless --rerun-failed
     failed                    only with --rerun-failed (it resumes from its latest checkpoint if it has one): the
                               trainer recorded an error (an exception, a full disk) that a rerun would repeat
     interrupted               resubmitted: it stopped with a checkpoint (SIGTERM/SIGUSR2/Ctrl-C, timeout or
@@ -17,15 +20,14 @@ Selection (`decide`), from the run's status.json refined by the scheduler (study
     pending                   submitted (also a job cancelled while still queued)
     (study.status.effective_state and study.lease decide these from the files and the scheduler.)
 
-Modules: options (cluster options: checked, typed by study.coerce, merged CLI > profile > grid > defaults),
-select (Decision, decide, plan_cells), job (TrainCell and what runs inside the job), submit (submit_grid,
-make_executor, the submission record). `study.launch` re-exports these names for older imports and for jobs
-pickled before the split (their TrainCell is found there by name).
+Modules: select (Decision, decide, plan_cells), job (TrainCell and what runs inside the job), submit
+(submit_grid, make_executor, the submission record). A submitted job's pickle names its callable by the module
+of its class, `study.dispatch.job.TrainCell` (docs/ARCHITECTURE.md, "study.launch", says why the old name is gone).
 
-One `AutoExecutor(folder=logs, cluster=...)` and one `executor.batch()` per submission: on SLURM one job array
-(`slurm_array_parallelism` running at once); one task per GPU (`tasks_per_node = gpus_per_node`, or
---tasks-per-node for CPU processes), the process group set up inside the job from
-`submitit.helpers.TorchDistributedEnvironment` (gloo on CPU, nccl on GPU; never torchrun).
+One executor (the backend's: `AutoExecutor(folder=logs, cluster=...)`) and one `executor.batch()` per
+submission: on SLURM one job array (`slurm_array_parallelism` running at once); one task per GPU
+(`tasks_per_node = gpus_per_node`, or --tasks-per-node for CPU processes), the process group set up inside the
+job from `submitit.helpers.TorchDistributedEnvironment` (gloo on CPU, nccl on GPU; never torchrun).
 
 Preemption and timeouts (the signal interplay, from submitit/core/submission.py and job_environment.py):
 submitit's `process_job` installs its handlers *before* calling our callable: SIGUSR2 ->
@@ -44,30 +46,29 @@ alone (scancel, node shutdown, SLURM's own preemption requeue) saves and ends wi
 so a SIGUSR2 that arrives after it returned goes straight to submitit (the checkpoint is already on disk).
 """
 
-from study.dispatch.job import TrainCell, init_distributed, job_environment
-from study.dispatch.options import (
-                                    CLUSTERS,
-                                    CPUS_PER_CPU_TASK,
-                                    CPUS_PER_GPU_TASK,
-                                    DEFAULTS,
-                                    OPTION_ALIASES,
-                                    OPTION_TYPES,
-                                    SLURM_SIGNAL_DELAY_S,
-                                    Cluster,
-                                    check_cluster,
-                                    check_options,
-                                    executor_parameters,
-                                    find_profile,
-                                    load_profile,
-                                    option_warnings,
-                                    resolve_options,
-                                    summarize_options,
+from study.clusters import BACKENDS, Backend, backend
+from study.clusters.options import (
+    CPUS_PER_CPU_TASK,
+    CPUS_PER_GPU_TASK,
+    DEFAULTS,
+    OPTION_ALIASES,
+    OPTION_TYPES,
+    ClusterOptions,
+    check_options,
+    executor_parameters,
+    find_profile,
+    load_profile,
+    option_warnings,
+    resolve_options,
+    summarize_options,
 )
+from study.dispatch.job import TrainCell, init_distributed, job_environment
 from study.dispatch.select import Decision, decide, plan_cells
-from study.dispatch.submit import SubmitError, SubmitReport, make_executor, mark_submitted, submit_grid
+from study.dispatch.submit import SubmitReport, make_executor, mark_submitted, submit_grid
+from study.errors import SubmitError
 
-__all__ = ["CLUSTERS", "Cluster", "OPTION_TYPES", "OPTION_ALIASES", "DEFAULTS", "SLURM_SIGNAL_DELAY_S",
+__all__ = ["BACKENDS", "Backend", "backend", "ClusterOptions", "OPTION_TYPES", "OPTION_ALIASES", "DEFAULTS",
            "CPUS_PER_GPU_TASK", "CPUS_PER_CPU_TASK", "TrainCell", "Decision", "SubmitReport", "SubmitError",
-           "check_cluster", "check_options", "load_profile", "find_profile", "resolve_options",
+           "check_options", "load_profile", "find_profile", "resolve_options",
            "executor_parameters", "make_executor", "option_warnings", "job_environment", "init_distributed",
            "decide", "plan_cells", "submit_grid", "mark_submitted", "summarize_options"]

@@ -96,10 +96,11 @@ def _limit_threads(env) -> None:
         torch.set_num_threads(n)
 
 
-def _record_job(cfg, root, axes, env) -> None:
-    """Write the job id into the run's status.json (keeping its state) if submit did not already."""
+def _record_job(cfg, root, axes, env, cluster: str | None) -> None:
+    """Write the job id into the run's status.json (keeping its state) if submit did not already. `cluster` is
+    the backend that submitted it (study.clusters), which may run another backend's submitit executor."""
     if env is not None:
-        RunDir.for_config(cfg, root, axes).record_job(env.job_id, env.cluster)
+        RunDir.for_config(cfg, root, axes).record_job(env.job_id, cluster or env.cluster)
 
 
 def _ignore_late_signal(signum, frame) -> None:
@@ -125,17 +126,22 @@ def _recording_stop():
 class TrainCell(Checkpointable):
     """The submitted callable: train (or resume) one cell into <root>/<grid>/<run-name>/.
 
-    Holds only the resolved config (as a plain dict), the results root, the axes and the submit command line:
-    no checkpoint path, no state. `checkpoint()` (called by submitit on preemption/timeout, after the trainer
-    has saved) returns a fresh TrainCell with the same arguments; the requeued job resumes from the newest valid
-    checkpoint on disk. Returns the run's final state ('completed', 'diverged', 'interrupted').
+    Holds only the resolved config (as a plain dict), the results root, the axes, the submit command line and
+    the backend's name (study.clusters; None: submitit's executor name): no checkpoint path, no state.
+    `checkpoint()` (called by submitit on preemption/timeout, after the trainer has saved) returns a fresh
+    TrainCell with the same arguments; the requeued job resumes from the newest valid checkpoint on disk.
+    Returns the run's final state ('completed', 'diverged', 'interrupted').
     """
 
-    def __init__(self, config: dict, root: str, axes: dict | None = None, argv: list[str] | None = None):
+    cluster: str | None = None  # a TrainCell pickled before this attribute existed reads None
+
+    def __init__(self, config: dict, root: str, axes: dict | None = None, argv: list[str] | None = None,
+                 cluster: str | None = None):
         self.config = config
         self.root = str(Path(root).resolve())
         self.axes = dict(axes) if axes else None
         self.argv = list(argv) if argv is not None else None
+        self.cluster = cluster
 
     @property
     def run_name(self) -> str:
@@ -166,7 +172,7 @@ class TrainCell(Checkpointable):
 
                 rank = dist.get_rank()
             if rank == 0:
-                _record_job(cfg, self.root, self.axes, env)
+                _record_job(cfg, self.root, self.axes, env, self.cluster)
             result = train_run(cfg, self.root, axes=self.axes, argv=self.argv, stop=stop)
         finally:
             if started_group:
@@ -194,4 +200,4 @@ class TrainCell(Checkpointable):
         return result.state
 
     def checkpoint(self, *args, **kwargs) -> DelayedSubmission:
-        return DelayedSubmission(TrainCell(self.config, self.root, self.axes, self.argv))
+        return DelayedSubmission(TrainCell(self.config, self.root, self.axes, self.argv, self.cluster))

@@ -8,25 +8,19 @@
 from __future__ import annotations
 
 import os
-import shutil
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import submitit
-
+from study.clusters import backend
+from study.clusters.options import executor_parameters, option_warnings
 from study.data.store import StoreError, check_ready
 from study.dispatch.job import TrainCell
-from study.dispatch.options import DEFAULTS, check_cluster, executor_parameters, option_warnings
 from study.dispatch.select import Decision, plan_cells
-from study.errors import ConfigError, StudyError
+from study.errors import StudyError, SubmitError
 from study.results import RunDir, check_results_root, write_json_atomic
 from study.status import GridLike
 from study.timeutil import file_stamp, now
-
-
-class SubmitError(StudyError):
-    """Submission failed (sbatch refused, no executor): nothing or only part was submitted."""
 
 
 def _new_files(folder: Path, before: set) -> list[Path]:
@@ -43,21 +37,14 @@ def _fixed_part(logs: Path) -> Path:
     return Path(*parts) if parts else Path(".")
 
 
-def make_executor(cluster: str, logs: str | Path, options: dict, *, name: str) -> submitit.AutoExecutor:
-    """An AutoExecutor for `cluster` with the options applied. `cluster` must be given: AutoExecutor would pick
-    SLURM whenever `srun` exists, even with no daemon running."""
-    check_cluster(cluster)
-    if cluster == "slurm" and shutil.which("sbatch") is None:
-        raise SubmitError("--cluster slurm: no `sbatch` on this machine (use --cluster local or debug)")
-    if cluster == "local" and int(options.get("nodes") or 1) > 1:
-        raise ConfigError("the local executor runs on one node; use --nodes 1", key="--nodes")
-    timeouts = int(options.get("max_num_timeout") or DEFAULTS["max_num_timeout"])
-    executor = submitit.AutoExecutor(folder=str(logs), cluster=cluster, slurm_max_num_timeout=timeouts,
-                                     local_max_num_timeout=timeouts)
+def make_executor(cluster: str, logs: str | Path, options: dict, *, name: str):
+    """The submitit executor of backend `cluster` (study.clusters) with the resolved options applied, after its
+    preflight check. `cluster` must be given: AutoExecutor would pick SLURM whenever `srun` exists, even with no
+    daemon running."""
+    kind = backend(cluster)
+    kind.check(options)
+    executor = kind.executor(Path(logs), options)
     executor.update_parameters(**executor_parameters(options, name=name))
-    if cluster == "local" and options.get("signal_delay_s") is not None:
-        # LocalExecutor reads it (USR2 that many seconds before timeout) but AutoExecutor does not forward it.
-        executor._executor.parameters["signal_delay_s"] = int(options["signal_delay_s"])
     return executor
 
 
@@ -96,7 +83,7 @@ def submit_grid(grid: GridLike, *, root, cluster: str, options: dict, cells=None
                 scheduler: bool = True, out=print) -> SubmitReport:
     """Select the cells needing a run and submit them as one job array. Prints what it does through `out`."""
     root = check_results_root(root).resolve()
-    check_cluster(cluster)
+    kind = backend(cluster)
     if cells is None:
         cells = grid.select(where, only)
     decisions = plan_cells(cells, root, grid=grid, rerun_failed=rerun_failed, scheduler=scheduler)
@@ -116,13 +103,10 @@ def submit_grid(grid: GridLike, *, root, cluster: str, options: dict, cells=None
         return report
     shown = {k: v for k, v in params.items() if k != "name"}
     out(f"{verb} {len(todo)} run(s) to cluster '{cluster}' as one "
-        f"{'job array' if cluster == 'slurm' and len(todo) > 1 else 'submission'}: "
+        f"{'job array' if kind.array and len(todo) > 1 else 'submission'}: "
         + ", ".join(f"{k}={v}" for k, v in shown.items()) + f"; logs {logs}")
-    for warning in option_warnings(options):
-        out(warning)
-    if cluster == "local" and len(todo) > 1:
-        out(f"note: the local executor starts all {len(todo)} runs at once (array parallelism is a SLURM setting); "
-            f"`study run` trains them one after another")
+    for line in option_warnings(options) + kind.notes(options, len(todo)):
+        out(line)
     if dry_run:
         return report
     # Compute nodes read a prepared token store (offline): every store the submitted cells need must be ready.
@@ -132,7 +116,7 @@ def submit_grid(grid: GridLike, *, root, cluster: str, options: dict, cells=None
                          f"them first with: study data prepare {getattr(grid, 'path', None) or grid.name} --workers N")
 
     executor = make_executor(cluster, logs, options, name=grid.name)
-    fns = [TrainCell(d.cell.config_dict, str(root), d.cell.axes, argv) for d in todo]
+    fns = [TrainCell(d.cell.config_dict, str(root), d.cell.axes, argv, cluster) for d in todo]
     log_base = _fixed_part(Path(logs))
     before = set(log_base.rglob("*")) if log_base.is_dir() else set()
     try:
@@ -153,7 +137,7 @@ def submit_grid(grid: GridLike, *, root, cluster: str, options: dict, cells=None
     for d, job in zip(todo, jobs, strict=True):
         report.jobs[d.cell.run_id] = str(job.job_id)
         mark_submitted(Path(d.run.run_dir), str(job.job_id), cluster)
-    if cluster == "slurm" and all("_" in str(j.job_id) for j in jobs):
+    if kind.array and all("_" in str(j.job_id) for j in jobs):
         mains = sorted({str(j.job_id).split("_")[0] for j in jobs})
         report.array_job_id = mains[0] if len(mains) == 1 else None
     record_dir = root / grid.name / ".submissions"
@@ -172,7 +156,7 @@ def submit_grid(grid: GridLike, *, root, cluster: str, options: dict, cells=None
     ids = ", ".join(report.jobs.values())
     out(f"submitted {len(jobs)} job(s){f' as array {report.array_job_id}' if report.array_job_id else ''}: {ids}")
     out(f"record: {report.record}")
-    if cluster == "debug":  # submitit's debug executor runs jobs in this process, when asked for their result
+    if kind.in_process:  # its jobs run in this process, when asked for their result
         for d, job in zip(todo, jobs, strict=True):
             try:
                 state = _run_debug_job(job)

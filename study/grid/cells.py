@@ -58,6 +58,7 @@ class Cell:
     config: C.RunConfig
     grid: str
     index: int = 0
+    raw: dict = field(default_factory=dict, repr=False)  # its run config before resolution: base, axes, rules
 
     def run_dir(self, root) -> Path:
         return RunDir.for_config(self.config, root, self.axes).path

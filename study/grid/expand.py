@@ -6,7 +6,6 @@ import itertools
 import json
 
 from study import config as C
-from study import presets, prores
 from study.errors import ConfigError
 from study.grid.cells import Cell, Grid
 from study.grid.keys import MISSING, default_value, norm_key, values_equal
@@ -14,28 +13,11 @@ from study.rawconfig import get_path, set_path
 from study.results import run_name
 
 
-def _view(raw: dict, dotted: str):
-    """The value a config key will have, as far as known before resolution: set explicitly, else from the
-    method / scale preset or the recipe, else the default. Derived values (prores.W from T) are not computed."""
-    value = get_path(raw, dotted, MISSING)
-    if value is not MISSING:
-        if dotted == "prores.schedule" and isinstance(value, str) and value in prores.ALIASES:
-            return prores.canonical(value)
-        return value
-    method, scale = raw.get("method"), get_path(raw, "model.scale")
-    if dotted.startswith("model."):
-        fname = dotted[len("model."):]
-        if method in presets.METHODS and fname in presets.METHODS[method]:
-            return presets.METHODS[method][fname]
-        if scale in presets.SCALES and fname in presets.SCALES[scale]:
-            return presets.SCALES[scale][fname]
-        if fname in presets.RECIPE_MODEL.get(raw.get("recipe"), {}):
-            return presets.RECIPE_MODEL[raw["recipe"]][fname]
-    if dotted.startswith("optim.") and raw.get("recipe") in presets.RECIPES:
-        recipe = presets.RECIPES[raw["recipe"]](method, scale)
-        if dotted[len("optim."):] in recipe:
-            return recipe[dotted[len("optim."):]]
-    return default_value(dotted)
+def _view(layered: dict, dotted: str):
+    """The value a config key has before validation: from `config.layered` (the config, its method, scale and
+    recipe, as `resolve` fills them), else the default. Derived values (prores.W from T) are not computed."""
+    value = get_path(layered, dotted, MISSING)
+    return default_value(dotted) if value is MISSING else value
 
 
 def _describe(labels: dict) -> str:
@@ -64,8 +46,12 @@ def expand(grid: Grid) -> list[Cell]:
                 set_path(raw, k, v, source=src)
                 origin[k] = ("axis", axis.name, value.label)
         for rule in grid.rules:
+            try:
+                layered = C.layered(raw) if set(rule.when) - set(chosen) else {}
+            except ConfigError as exc:
+                raise _cell_error(exc, origin, labels, grid.base, src) from None
             applies = all(
-                chosen[name].matches(m) if name in chosen else m(_view(raw, norm_key(name)))
+                chosen[name].matches(m) if name in chosen else m(_view(layered, norm_key(name)))
                 for name, m in rule.when.items()
             )
             if not applies:
@@ -87,7 +73,7 @@ def expand(grid: Grid) -> list[Cell]:
         except ConfigError as exc:
             raise _cell_error(exc, origin, labels, grid.base, src) from None
         cell = Cell(run_id=C.run_id(cfg), run_name=run_name(cfg, labels or None), axes=labels, config=cfg,
-                    grid=grid.name, index=len(cells))
+                    grid=grid.name, index=len(cells), raw=raw)
         other = by_id.get(cell.run_id)
         if other is not None:
             raise ConfigError(f"duplicate cells: ({other.describe()}) and ({cell.describe()}) resolve to the same "

@@ -11,7 +11,7 @@ from study.grid.cells import Axis, AxisValue, Grid, Rule
 from study.grid.expand import expand
 from study.grid.keys import Matcher, is_config_key, key_choices, norm_key
 from study.labels import value_label
-from study.rawconfig import deep_merge, read_yaml
+from study.rawconfig import deep_merge, find_yaml, read_yaml
 
 TOP_KEYS = ("name", "description", "base", "base_file", "axes", "rules", "exclude", "eval", "lm_eval", "cluster")
 LM_EVAL_KEYS = {"tasks": "lm_eval_tasks", "limit": "lm_eval_limit", "batch_size": "lm_eval_batch_size",
@@ -20,15 +20,9 @@ _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
 def find_grid(name: str | Path) -> Path:
-    """A grid path as given, else grids/<name>[.yaml] under the working directory or the repository."""
-    path = Path(name)
-    if path.exists():
-        return path
-    candidates = []
-    for root in (Path.cwd(), Path(__file__).resolve().parents[2]):  # the repository: study/grid/parse.py
-        for rel in (Path(name), Path("grids") / name):
-            candidates += [root / rel, root / rel.with_name(rel.name + ".yaml")]
-    return next((c for c in candidates if c.is_file()), path)
+    """A grid path as given, else grids/<name>[.yaml] under the working directory or the repository; ConfigError
+    if there is none."""
+    return find_yaml(name, "grids", what="grid")
 
 
 def load_grid(path: str | Path) -> Grid:

@@ -2,8 +2,9 @@
 
 Parameter count of the LLaMA-style decoder (no biases, untied head):
     embedding V·d + head V·d + final norm d
-    + L·(4·d² attention q,k,v,o  +  3·d·f SwiGLU gate,up,down  +  2·d RMSNorm gains)
-Sandwich-LN adds 2·d per layer (the two branch norms); lns and lns-gain add nothing.
+    + L·(4·d² attention q,k,v,o  +  3·d·f SwiGLU gate,up,down  +  2·g·d RMSNorm gains)
+g = norms per sub-layer, read off the placement table (study/model/norms.py): 1 for most placements, 2 for
+Sandwich-LN (its branch norms).
 """
 
 from __future__ import annotations
@@ -14,19 +15,16 @@ import torch
 
 from study.config import PARALLELISMS, PRECISIONS
 from study.errors import unknown_name
+from study.model.norms import placement
 
 FLOPS_FORMULA = ("PaLM (Chowdhery et al. 2022, App. B): 6*N + 12*L*d*S per token, "
                  "N = parameters excluding the input embedding table, S = seq_len")
 
 
-def _norms_per_layer(norm: str) -> int:
-    return 4 if norm == "sandwich" else 2
-
-
 def info(cfg) -> dict:
     """{'params', 'non_embedding_params', 'layers', 'd_model', 'flops_per_token', 'seq_len', 'flops_formula'}."""
     V, d, L, f, S = cfg.vocab_size, cfg.d_model, cfg.n_layers, cfg.ffn_hidden, cfg.seq_len
-    per_layer = 4 * d * d + 3 * d * f + _norms_per_layer(cfg.norm) * d
+    per_layer = 4 * d * d + 3 * d * f + 2 * placement(cfg.norm, L).gains * d  # two sub-layers
     params = 2 * V * d + L * per_layer + d
     n_flops = params - V * d  # PaLM counts the head matmul but not the embedding lookup
     return {

@@ -72,6 +72,11 @@ class Placement:
     norm_out: bool
     c: float
 
+    @property
+    def gains(self) -> int:
+        """Norms per sub-layer, each with a gain of d_model parameters (study.model.info counts them)."""
+        return int(self.norm_in is not None) + int(self.norm_branch) + int(self.norm_out)
+
     def make(self, dim: int, eps: float, layer: int) -> dict[str, nn.Module]:
         """Fresh norm modules for one sub-layer of (1-based) layer `layer`."""
         inv_sqrt_l = 1.0 / math.sqrt(layer)

@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from study import console, prores
 from study import lease as lease_mod
 from study.config import run_id
+from study.data.batch import IGNORE
 from study.errors import CheckpointError, ConfigError, StorageError
 from study.perplexity import eval_row
 from study.results import FINAL_STATES, RunDir, RunStatus, check_results_root, provenance
@@ -271,7 +272,7 @@ class _Trainer:
         """One optimizer step; returns (mean loss, grad norm before clipping) as device tensors, tokens."""
         batches = [self.stream.next_batch(self.micro) for _ in range(self.accum)]
         labels = [b["labels"] for b in batches]
-        n_local = sum(int((lab != -100).sum()) for lab in labels)  # host tensors: no device sync
+        n_local = sum(int((lab != IGNORE).sum()) for lab in labels)  # host tensors: no device sync
         if self.dist.active and self.cfg.data.packing != "pack":  # packed batches are full on every rank
             n_local = int(self.dist.all_reduce_sum(torch.tensor([float(n_local)], device=self.device)).item())
             n_global = n_local
@@ -288,7 +289,7 @@ class _Trainer:
             with self.wrapped.no_sync(i == len(batches) - 1), self._autocast():
                 logits = self.forward(x)
                 loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), y.view(-1),
-                                       ignore_index=-100, reduction="sum")
+                                       ignore_index=IGNORE, reduction="sum")
             (loss * scale).backward()
             loss_sum += loss.detach()
         grad_norm = parallel.grad_norm_value(  # a replicated DTensor under FSDP: its plain value

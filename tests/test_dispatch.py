@@ -6,8 +6,10 @@ The real-cluster tests are in test_slurm.py.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
+import pickle
 import signal
 import socket
 import time
@@ -17,7 +19,8 @@ import pytest
 import torch
 import yaml
 
-from study import launch, status
+import study.clusters as clusters
+from study import dispatch, status
 from study import lease as study_lease
 from study.cli import main
 from study.errors import ConfigError
@@ -99,7 +102,7 @@ def test_option_precedence_cli_over_profile_over_grid(tmp_path):
     profile = tmp_path / "lab.yaml"
     profile.write_text("partition: prof-p\nqos: high\ntime: 60\naccount: prof-a\nsetup: [module load cuda]\n")
     cli = {"time": 90, "partition": None, "account": "cli-a"}
-    opts = launch.resolve_options(cli, launch.load_profile(profile), grid)
+    opts = dispatch.resolve_options(cli, dispatch.load_profile(profile), grid)
     assert opts["time"] == 90 and opts["sources"]["time"] == "cli"
     assert opts["account"] == "cli-a"
     assert opts["partition"] == "prof-p" and opts["sources"]["partition"] == "profile"
@@ -107,20 +110,20 @@ def test_option_precedence_cli_over_profile_over_grid(tmp_path):
     assert opts["gpus_per_node"] == 2 and opts["sources"]["gpus_per_node"] == "grid"
     assert opts["tasks_per_node"] == 2  # one task per GPU
     assert opts["array_parallelism"] == 4 and opts["nodes"] == 1  # grid, default
-    params = launch.executor_parameters(opts, name="g")
+    params = dispatch.executor_parameters(opts, name="g")
     assert params["slurm_partition"] == "prof-p" and params["timeout_min"] == 90
     assert params["tasks_per_node"] == params["gpus_per_node"] == 2
     assert params["slurm_array_parallelism"] == 4 and params["slurm_setup"] == ["module load cuda"]
     # no GPUs: one task unless asked, and gpus_per_node is not passed at all
-    cpu = launch.resolve_options({"tasks_per_node": 2}, None, None)
-    assert cpu["tasks_per_node"] == 2 and "gpus_per_node" not in launch.executor_parameters(cpu, name="g")
+    cpu = dispatch.resolve_options({"tasks_per_node": 2}, None, None)
+    assert cpu["tasks_per_node"] == 2 and "gpus_per_node" not in dispatch.executor_parameters(cpu, name="g")
 
 
 def test_profile_and_grid_cluster_errors_exit_2(tmp_path, cache_dir, capsys):
     bad = tmp_path / "bad.yaml"
     bad.write_text("partitoin: gpu\n")
     with pytest.raises(ConfigError, match="partitoin"):
-        launch.load_profile(bad)
+        dispatch.load_profile(bad)
     grid = grid_file(tmp_path, cache_dir)
     rc = main(["submit", str(grid), "--cluster", "slurm", "--dry-run", "--profile", str(bad),
                "--out", str(tmp_path / "r")])
@@ -128,9 +131,9 @@ def test_profile_and_grid_cluster_errors_exit_2(tmp_path, cache_dir, capsys):
     assert rc == 2 and "bad.yaml" in err and "partitoin" in err and "valid keys" in err
     bad.write_text("time: soon\n")
     with pytest.raises(ConfigError, match="expected int"):
-        launch.load_profile(bad)
+        dispatch.load_profile(bad)
     with pytest.raises(ConfigError, match="one task per GPU"):
-        launch.resolve_options({"tasks_per_node": 3}, None, {"gpus_per_node": 2})
+        dispatch.resolve_options({"tasks_per_node": 3}, None, {"gpus_per_node": 2})
     g2 = grid_file(tmp_path, cache_dir, name="g2", cluster={"gpus_per_nod": 1})
     rc = main(["submit", str(g2), "--cluster", "slurm", "--dry-run", "--out", str(tmp_path / "r")])
     assert rc == 2 and "gpus_per_nod" in capsys.readouterr().err
@@ -214,13 +217,14 @@ def fake_grid(tmp_path, cache_dir, monkeypatch):
         asked.append(sorted(ids))
         return {j: fake[j] for j in ids if j in fake}
 
-    monkeypatch.setattr(status, "slurm_job_states", fake_states)
+    slurm = clusters.BACKENDS["slurm"]  # its job-state reader, replaced through the backend table
+    monkeypatch.setitem(clusters.BACKENDS, "slurm", dataclasses.replace(slurm, job_states=fake_states))
     return path, grid, root, cells, asked
 
 
 def test_selection_logic(fake_grid):
     path, grid, root, cells, asked = fake_grid
-    decisions = launch.plan_cells(cells, root, grid=grid)
+    decisions = dispatch.plan_cells(cells, root, grid=grid)
     assert asked == [["101", "102_0", "103_1"]]
     got = {d.cell.run_id: (d.run.state, d.submit) for d in decisions}
     expect = [("pending", True), ("completed", False), ("diverged", False), ("failed", False),
@@ -232,7 +236,7 @@ def test_selection_logic(fake_grid):
     assert "FAILED" in by[cells[6].run_id].run.error
     assert "without the trainer recording" in by[cells[6].run_id].run.error
     assert f"pid {os.getpid()}" in by[cells[8].run_id].reason  # its live owner
-    rerun = launch.plan_cells(cells, root, grid=grid, rerun_failed=True)
+    rerun = dispatch.plan_cells(cells, root, grid=grid, rerun_failed=True)
     assert [d.submit for d in rerun] == [True, False, False, True, True, False, True, False, False]
 
 
@@ -277,18 +281,18 @@ def test_effective_state_table():
     assert eff("failed", "FAILED") == ("failed", None)  # the trainer recorded it
     assert eff("interrupted", "CANCELLED") == ("interrupted", None)
     assert eff("running", None) == ("running", None) and eff(None, None) == ("pending", None)
-    assert eff("running", status.LOCAL_GONE)[0] == "interrupted"
-    assert status._expand_ids("7_[0-2,5%2]") == ["7_0", "7_1", "7_2", "7_5"]
-    assert status._expand_ids("7_3") == ["7_3"]
+    assert eff("running", clusters.local.GONE)[0] == "interrupted"
+    assert clusters.slurm.expand_ids("7_[0-2,5%2]") == ["7_0", "7_1", "7_2", "7_5"]
+    assert clusters.slurm.expand_ids("7_3") == ["7_3"]
 
 
 def test_mark_submitted_keeps_richer_states(tmp_path):
     fresh, interrupted, done = tmp_path / "a", tmp_path / "b", tmp_path / "c"
     write_status(interrupted, state="interrupted", step=10, error=None)
     write_status(done, state="completed", step=20)
-    launch.mark_submitted(fresh, "5_0", "slurm")
-    launch.mark_submitted(interrupted, "5_1", "slurm")
-    launch.mark_submitted(done, "5_2", "slurm")
+    dispatch.mark_submitted(fresh, "5_0", "slurm")
+    dispatch.mark_submitted(interrupted, "5_1", "slurm")
+    dispatch.mark_submitted(done, "5_2", "slurm")
     assert read_status(fresh)["state"] == "queued" and read_status(fresh)["job_id"] == "5_0"
     assert read_status(interrupted)["state"] == "interrupted" and read_status(interrupted)["step"] == 10
     assert read_status(interrupted)["job_id"] == "5_1"
@@ -302,12 +306,31 @@ def test_last_jsonl_row_reads_only_the_tail(tmp_path):
     assert status.last_jsonl_row(tmp_path / "none.jsonl") is None
 
 
+def test_a_submitted_job_names_its_callable_by_the_module_of_its_class(tmp_path):
+    """submitit dumps a job (and its requeue) with cloudpickle, which pickles TrainCell by reference: the module
+    path of its class, study.dispatch.job. The old study.launch shim is gone (no pickle can still name it:
+    docs/ARCHITECTURE.md, 'study.launch')."""
+    import importlib.util
+
+    import cloudpickle
+    from submitit.helpers import DelayedSubmission
+
+    cell = dispatch.TrainCell({"grid": "g"}, str(tmp_path), {"lr": "0.1"}, ["study"], "slurm")
+    blob = cloudpickle.dumps(DelayedSubmission(cell), protocol=pickle.HIGHEST_PROTOCOL)
+    assert b"study.dispatch.job" in blob and b"TrainCell" in blob and b"study.launch" not in blob
+    again = pickle.loads(blob).function
+    assert isinstance(again, dispatch.TrainCell) and again.axes == {"lr": "0.1"} and again.cluster == "slurm"
+    del cell.__dict__["cluster"]  # a TrainCell pickled before it carried its backend's name
+    assert pickle.loads(pickle.dumps(cell)).cluster is None
+    assert importlib.util.find_spec("study.launch") is None
+
+
 def test_checkpoint_returns_a_fresh_callable(tmp_path):
-    cell = launch.TrainCell({"grid": "g", "model": {"scale": "tiny"}}, str(tmp_path), {"lr": "0.001"}, ["study"])
+    cell = dispatch.TrainCell({"grid": "g", "model": {"scale": "tiny"}}, str(tmp_path), {"lr": "0.001"}, ["study"])
     cell.some_state = "must not travel"
     delayed = cell.checkpoint()
     fresh = delayed.function
-    assert isinstance(fresh, launch.TrainCell) and fresh is not cell
+    assert isinstance(fresh, dispatch.TrainCell) and fresh is not cell
     assert (fresh.config, fresh.root, fresh.axes, fresh.argv) == (cell.config, cell.root, cell.axes, cell.argv)
     assert not hasattr(fresh, "some_state") and delayed.args == () and delayed.kwargs == {}
     assert "checkpoints" not in json.dumps(vars(fresh))
@@ -364,8 +387,8 @@ def test_local_executor_preempted_with_usr2_requeues_and_resumes_bit_identical(t
                           **{"train.steps": steps, "train.log_every": 1, "eval.every": 0})
     grid = load_grid(grid_path)
     root = tmp_path / "results"
-    opts = launch.resolve_options({"cluster": "local", "time": 30}, None, grid.cluster)
-    report = launch.submit_grid(grid, root=root, cluster="local", options=opts, out=lambda *a: None)
+    opts = dispatch.resolve_options({"cluster": "local", "time": 30}, None, grid.cluster)
+    report = dispatch.submit_grid(grid, root=root, cluster="local", options=opts, out=lambda *a: None)
     (job,) = report.job_objects
     (cell,) = grid.cells()
     run_dir = cell.run_dir(root)
@@ -411,8 +434,8 @@ def test_local_executor_two_gloo_processes_match_one_process(tmp_path, cache_dir
     grid = load_grid(grid_path)
     (cell,) = grid.cells()
     root = tmp_path / "results"
-    opts = launch.resolve_options({"cluster": "local", "time": 30, "tasks_per_node": 2}, None, grid.cluster)
-    report = launch.submit_grid(grid, root=root, cluster="local", options=opts, out=lambda *a: None)
+    opts = dispatch.resolve_options({"cluster": "local", "time": 30, "tasks_per_node": 2}, None, grid.cluster)
+    report = dispatch.submit_grid(grid, root=root, cluster="local", options=opts, out=lambda *a: None)
     (job,) = report.job_objects
     try:
         results = job.results()

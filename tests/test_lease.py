@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from study import launch, lease, status
+from study import dispatch, lease, status
 from study.results import RunDir
 from tests.conftest import tiny_raw
 
@@ -91,12 +91,12 @@ def test_status_reads_a_run_whose_owner_is_gone_as_interrupted_and_submit_resubm
     _write_lease(run)  # alive: this process
     alive = status.read_run_state(run)
     assert alive.state == "running" and alive.owner and alive.step == 6 and alive.checkpoint_step == 4
-    assert launch.decide(alive) == (False, f"running ({alive.owner}); never trained twice")
-    assert launch.decide(alive, rerun_failed=True)[0] is False
+    assert dispatch.decide(alive) == (False, f"running ({alive.owner}); never trained twice")
+    assert dispatch.decide(alive, rerun_failed=True)[0] is False
     _write_lease(run, pid=_dead_pid(), pid_start=None)  # SIGKILLed
     gone = status.read_run_state(run)
     assert gone.state == "interrupted" and "owner gone" in gone.error
-    assert launch.decide(gone)[0] is True
+    assert dispatch.decide(gone)[0] is True
     table = status.format_table([gone])
     assert table.splitlines()[0].split()[:4] == ["RUN", "STATE", "STEP", "CKPT"]
     assert table.splitlines()[1].split()[1:4] == ["interrupted", "6", "4"]  # last logged step, last checkpoint

@@ -6,24 +6,24 @@ from __future__ import annotations
 
 import pytest
 
-from study import launch
+from study import dispatch
 from study.cli import main
 from study.errors import StudyError
-from tests.test_launch import grid_file
+from tests.test_dispatch import grid_file
 
 
 def test_cpus_per_task_and_requeue_are_set_per_task_kind_and_overridable():
-    gpu = launch.resolve_options({"gpus_per_node": 4}, None, None)
-    cpu = launch.resolve_options({}, None, None)
-    assert gpu["cpus_per_task"] == launch.CPUS_PER_GPU_TASK and gpu["sources"]["cpus_per_task"] == "default"
-    assert cpu["cpus_per_task"] == launch.CPUS_PER_CPU_TASK
-    params = launch.executor_parameters(gpu, name="g")
-    assert params["cpus_per_task"] == launch.CPUS_PER_GPU_TASK  # SLURM would give a GPU task one CPU
+    gpu = dispatch.resolve_options({"gpus_per_node": 4}, None, None)
+    cpu = dispatch.resolve_options({}, None, None)
+    assert gpu["cpus_per_task"] == dispatch.CPUS_PER_GPU_TASK and gpu["sources"]["cpus_per_task"] == "default"
+    assert cpu["cpus_per_task"] == dispatch.CPUS_PER_CPU_TASK
+    params = dispatch.executor_parameters(gpu, name="g")
+    assert params["cpus_per_task"] == dispatch.CPUS_PER_GPU_TASK  # SLURM would give a GPU task one CPU
     assert params["slurm_additional_parameters"] == {"requeue": True}
-    grid = launch.resolve_options({}, None, {"cpus_per_task": 16, "additional": {"mail-type": "END"}})
-    assert launch.executor_parameters(grid, name="g")["cpus_per_task"] == 16
-    off = launch.resolve_options({"requeue": False, "cpus_per_task": 2}, None, grid={"additional": {"requeue": True}})
-    params = launch.executor_parameters(off, name="g")
+    grid = dispatch.resolve_options({}, None, {"cpus_per_task": 16, "additional": {"mail-type": "END"}})
+    assert dispatch.executor_parameters(grid, name="g")["cpus_per_task"] == 16
+    off = dispatch.resolve_options({"requeue": False, "cpus_per_task": 2}, None, grid={"additional": {"requeue": True}})
+    params = dispatch.executor_parameters(off, name="g")
     assert params["slurm_additional_parameters"] == {"no-requeue": True} and params["cpus_per_task"] == 2
 
 
@@ -58,7 +58,7 @@ def test_failed_submission_removes_its_pickles(tmp_path, cache_dir, monkeypatch)
     (logs / "earlier").mkdir(parents=True)
     (logs / "earlier" / "keep.out").write_text("an earlier job's log")
     with pytest.raises(StudyError, match="Invalid partition name.*nothing was submitted"):
-        launch.submit_grid(grid, root=root, cluster="local", options=launch.resolve_options({"time": 5}),
+        dispatch.submit_grid(grid, root=root, cluster="local", options=dispatch.resolve_options({"time": 5}),
                            out=lambda *_: None)
     left = sorted(p.relative_to(logs).as_posix() for p in logs.rglob("*"))
     assert left == ["earlier", "earlier/keep.out"]  # no .pkl of the refused submission, an earlier log kept
@@ -68,7 +68,7 @@ def test_submit_refuses_a_missing_token_store_only_for_cells_it_would_submit(tmp
     """Compute nodes read a prepared store: submitting cells whose store is missing is refused (exit 2, naming
     `study data prepare`), before any job exists; a finished cell's missing store does not block anything."""
     from study.grid import load_grid
-    from tests.test_launch import write_status
+    from tests.test_dispatch import write_status
 
     grid = grid_file(tmp_path, cache_dir, lrs=(1e-3,), data__store=True, data__store_dir=str(tmp_path / "none"))
     out = tmp_path / "r"
