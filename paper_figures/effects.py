@@ -96,6 +96,8 @@ def paper_scale(candidates, *, params=None, scale=None, scales: dict | None = No
     mapped = (scales or {}).get(scale) if isinstance(scale, str) else None
     if mapped in candidates:
         return mapped, "scale map"
+    if params is None and scale is None:
+        return candidates[0], "no run"
     if params is None or not (isinstance(params, (int, float)) and math.isfinite(params) and params > 0):
         return candidates[0], "parameter count unknown"
     best = min(candidates, key=lambda c: abs(math.log(label_params(c) / params)))
