@@ -302,7 +302,7 @@ def claims_data(col, *, scales: dict | None = None) -> pd.DataFrame:
     c = _Claims(col, scales)
     rows = c.rows()
     varying = _varying(rows)
-    designs = preregister.find(col.runs["path"] if "path" in col.runs else [], col.root)
+    designs = preregister.find(col.runs.get("path", []), col.root)
     grid_of = dict(zip(col.runs["run_id"].astype(str), col.runs.get("grid", pd.Series(dtype=str)), strict=False))
     out = []
     for r in rows:

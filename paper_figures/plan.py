@@ -11,7 +11,8 @@
    stage will test. Holm's first step compares the smallest p with alpha / m, so a row planned at alpha / m has
    its power wherever it falls in the order (study/power.py: non-central t).
 5. Cost: study.cost's GPU-hours of the main grid's cells of the row's settings, per seed, times n; and the
-   pilot's own measured wall time per run (its metrics' time column).
+   pilot's own measured wall time per run (its metrics' time column), projected to the row's n seeds at the main
+   stage's length (hours per run × runs × main steps / pilot steps: what a CPU study can go by).
 
 `register` writes the design (study.preregister) into ROOT/<grid>/design.json before the main stage runs, with
 the grid to run beside it (design-grid.yaml: GRID with its seed axis set to the registered seeds and its base
@@ -105,7 +106,12 @@ def plan(grid_path, pilot_col, *, scales: dict | None = None, alpha: float = ALP
         ub = power.sd_upper_bound(sd, n - 1) if n >= 2 and sd > 0 else np.nan
         eff = _effect(r)
         seeds, seeds_ub = _seeds(eff, sd, alpha / max(m, 1)), _seeds(eff, ub, alpha / max(m, 1))
-        hours = [wall[x] for x in r["run_ids"].split(",") if x in wall]
+        ids = r["run_ids"].split(",")
+        hours = [wall[x] for x in ids if x in wall]
+        pilot_steps = pd.to_numeric(pilot.runs[pilot.runs["run_id"].astype(str).isin(ids)]["steps"]).mean()
+        main_steps = np.mean([s.config["train.steps"] for s in sides]) if not missing else np.nan
+        measured = (seeds * len(sides) * float(np.mean(hours)) * main_steps / pilot_steps
+                    if hours and seeds is not None and not missing else None)
         rows.append({
             "claim_id": r["claim_id"], "scope": r["scope"], "scale": r["scale"], "key": r["key"],
             "expects": r["expects"], "paper_scale": r["paper_scale"],
@@ -114,10 +120,12 @@ def plan(grid_path, pilot_col, *, scales: dict | None = None, alpha: float = ALP
             "terms": [list(t) for t in r["terms"]], "effect": eff, "seeds": seeds, "seeds_upper_80": seeds_ub,
             "gpu_hours_per_seed": per_seed, "gpu_hours": None if seeds is None or per_seed is None
             else seeds * per_seed, "pilot_hours_per_run": float(np.mean(hours)) if hours else None,
+            "measured_hours": measured,
             "main_cells_missing": missing})
     return {"grid": grid.name, "grid_file": str(grid_path), "alpha": alpha, "power": POWER, "family_size": m,
             "row_alpha": alpha / max(m, 1), "min_seeds": MIN_SEEDS, "max_seeds": MAX_SEEDS,
-            "pilot": {"root": str(pilot_col.root), "grids": sorted(set(pilot.runs.get("grid", pd.Series(dtype=str))
+            "pilot": {"root": str(pilot_col.root), "internal": grid.name in set(pilot.runs.get("grid", [])),
+                      "grids": sorted(set(pilot.runs.get("grid", pd.Series(dtype=str))
                                                                         .astype(str))),
                       "runs": int(len(pilot.runs)),
                       "seeds": sorted({s for x in planned["seeds"] for s in x}, key=str)},
@@ -125,11 +133,12 @@ def plan(grid_path, pilot_col, *, scales: dict | None = None, alpha: float = ALP
 
 
 def _without_grid(col, name: str):
-    """The collection less the runs of grid `name` (a results root may hold the main stage beside the pilot)."""
+    """The collection less the runs of grid `name` (a results root may hold the main stage beside the pilot); all
+    of it when it holds nothing else (the grid's own earlier runs as the pilot, e.g. the CPU replication)."""
     if col.runs.empty or "grid" not in col.runs:
         return col
     keep = col.runs["grid"].astype(str) != name
-    if keep.all():
+    if keep.all() or not keep.any():
         return col
     ids = set(col.runs.loc[keep, "run_id"].astype(str))
     tables = {t: getattr(col, t) for t in ("metrics", "evals", "probes", "lm_eval", "probe_files")}

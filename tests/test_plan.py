@@ -65,6 +65,8 @@ def test_plan_seeds_and_gpu_hours_from_the_pilot(pilot):
     assert pre["gpu_hours_per_seed"] == pytest.approx(per_seed) and pre["gpu_hours"] == pytest.approx(
         pre["seeds"] * per_seed)
     assert pre["pilot_hours_per_run"] == pytest.approx(0.25 * (4000 - 1) / 4000, rel=1e-6)
+    # projected from the pilot's own clock: 2 runs per seed, each 20000 / 4000 times as long as a pilot run
+    assert pre["measured_hours"] == pytest.approx(pre["seeds"] * 2 * pre["pilot_hours_per_run"] * 5, rel=1e-6)
     post_pre = rows[("post-ln-gains-most", "Δ(Post-LN) − Δ(Pre-LN)")]
     assert post_pre["expects"].startswith("> 0 (paper 130M: +0.25")  # the paper's own sign at 130M
     assert post_pre["effect"] == pytest.approx((-0.12 / 14.84) * 26.2 - (-0.37 / 14.67) * 25.2, rel=1e-6)

@@ -66,7 +66,7 @@ def _designs(col) -> list[str]:
     """One line per registered design beside the runs (study/preregister.py): its hash, or that it was edited."""
     from study import preregister
 
-    found = preregister.find(col.runs["path"] if "path" in col.runs else [], col.root)
+    found = preregister.find(col.runs.get("path", []), col.root)
     return [f"registered design of {d.grid}: {d.short} ({d.path}, registered {d.registered})"
             + (": EDITED after registration, its rows count as unregistered" if d.altered else "")
             for d in found.values()]

@@ -80,6 +80,10 @@ def _effect_text(r) -> str:
     return f"{fmt(r['effect'])} ({' '.join(parts).lstrip('+ ')})"
 
 
+def _hours(v) -> str:
+    return "—" if v is None else f"{v:.3g}"
+
+
 def _seeds(v, plannable: bool, p) -> str:
     if not plannable:
         return "—"
@@ -90,27 +94,31 @@ def _lines(p) -> list[str]:
     from paper_figures.plan import fmt
 
     pilot = p["pilot"]
-    out = [f"plan for {p['grid_file']} from {pilot['runs']} pilot runs in {pilot['root']} "
+    own = " (the grid's own runs: an internal pilot)" if pilot["internal"] else ""
+    out = [f"plan for {p['grid_file']} from {pilot['runs']} pilot runs in {pilot['root']}{own} "
            f"(grids {', '.join(pilot['grids'])}; seeds {', '.join(map(str, pilot['seeds']))})",
            f"family: m = {p['family_size']} rows; each planned at alpha/m = {p['alpha']:g}/{p['family_size']} = "
            f"{p['row_alpha']:.4f} (Holm's first step), {p['power']:.0%} power, two-sided paired t, "
            f"at least {p['min_seeds']} seeds", "",
            "| claim | row | pilot scale | n | sd (df) | sd 80% bound | paper's effect here | seeds | seeds at bound "
-           "| GPU-h (seeds) | GPU-h/seed | pilot h/run |", "|" + "---|" * 12]
+           "| GPU-h (seeds) | GPU-h/seed | pilot h/run | measured h (seeds) |", "|" + "---|" * 13]
     for r in p["rows"]:
         plannable = r["effect"] is not None and r["sd"] > 0
         cells = [r["claim_id"], r["scope"], r["scale"], r["n_pilot"], f"{fmt(r['sd'])} ({r['df']})",
                  fmt(r["sd_upper_80"]), _effect_text(r), _seeds(r["seeds"], plannable, p),
                  _seeds(r["seeds_upper_80"], plannable, p),
-                 fmt(r["gpu_hours"], 1), fmt(r["gpu_hours_per_seed"], 2), fmt(r["pilot_hours_per_run"], 2)]
+                 _hours(r["gpu_hours"]), _hours(r["gpu_hours_per_seed"]), _hours(r["pilot_hours_per_run"]),
+                 _hours(r["measured_hours"])]
         if r["error"]:
-            cells[3:] = [r["error"]] + [""] * 8
+            cells[3:] = [r["error"]] + [""] * 9
         elif r["main_cells_missing"]:
             cells[9] = f"not in {p['grid']}: {'; '.join(r['main_cells_missing'])}"
         out.append("| " + " | ".join(str(c) for c in cells) + " |")
     out += ["", "paper's effect here = the paper's relative Δ at its scale (Δ / the paper's perplexity of the arm it "
                 "is measured against) × the pilot's mean perplexity of that arm; the depth and spike claims print "
-                "no paper number. seeds at bound: planned at the sd's 80% upper confidence bound."]
+                "no paper number. seeds at bound: planned at the sd's 80% upper confidence bound. GPU-h: study.cost "
+                "(MFU 0.40 of an H100); measured h: the pilot's hours per run × the row's runs for its seeds × main "
+                "steps / pilot steps."]
     return out
 
 
