@@ -21,7 +21,7 @@ import math
 
 import numpy as np
 
-from study.stats import t_quantile
+from study.stats import invert_cdf, t_quantile
 
 _INTERVALS = 4000
 
@@ -116,13 +116,7 @@ def chi2_quantile(p: float, df: float) -> float:
     """The p-quantile of chi-square(df), by bisection on chi2_cdf."""
     if not 0.0 < p < 1.0 or df <= 0:
         raise ValueError(f"need 0 < p < 1 and df > 0, got p={p}, df={df}")
-    lo, hi = 0.0, max(1.0, df)
-    while chi2_cdf(hi, df) < p:
-        hi *= 2.0
-    while hi - lo > 1e-12 * max(1.0, hi):
-        mid = 0.5 * (lo + hi)
-        lo, hi = (mid, hi) if chi2_cdf(mid, df) < p else (lo, mid)
-    return 0.5 * (lo + hi)
+    return invert_cdf(lambda x: chi2_cdf(x, df), p, hi=max(1.0, df))
 
 
 def sd_upper_bound(sd: float, df: int, confidence: float = 0.8) -> float:

@@ -72,12 +72,17 @@ def t_quantile(p: float, df: float) -> float:
         raise ValueError(f"need 0 < p < 1 and df > 0, got p={p}, df={df}")
     if p < 0.5:
         return -t_quantile(1.0 - p, df)
-    lo, hi = 0.0, 1.0
-    while t_cdf(hi, df) < p:
+    return invert_cdf(lambda x: t_cdf(x, df), p)
+
+
+def invert_cdf(cdf, p: float, hi: float = 1.0) -> float:
+    """The x >= 0 with cdf(x) = p for an increasing cdf: double hi until it passes p, then bisect to 1e-12."""
+    lo = 0.0
+    while cdf(hi) < p:
         hi *= 2.0
     while hi - lo > 1e-12 * max(1.0, hi):
         mid = 0.5 * (lo + hi)
-        lo, hi = (mid, hi) if t_cdf(mid, df) < p else (lo, mid)
+        lo, hi = (mid, hi) if cdf(mid) < p else (lo, mid)
     return 0.5 * (lo + hi)
 
 

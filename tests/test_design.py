@@ -55,12 +55,16 @@ def test_settings_leave_the_seed_and_its_axis_out(two_lrs):
     assert keys.nunique() == 4 and (keys.value_counts() == 3).all()
 
 
-def test_a_seed_axis_under_another_name_is_the_seeds(tmp_path):
-    text = ("name: reps\nbase: {model: {scale: tiny}, train: {steps: 20}}\naxes:\n"
-            "  rep: [{label: r0, train.seed: 0}, {label: r1, train.seed: 1}]\n"
-            "  schedule: [none, {label: linear, prores.schedule: linear, prores.T: 2}]\n")
+def _tiny_design(tmp_path, axes: str) -> design.Design:
+    """The Design of a tiny grid's runs (every run at 50 ppl) with these axes (YAML lines) and a ± ProRes axis."""
+    text = ("name: tiny-grid\nbase: {model: {scale: tiny}, train: {steps: 20}, recipe: cpu}\naxes:\n" + axes
+            + "  schedule: [none, {label: linear, prores.schedule: linear, prores.T: 2}]\n")
     write_grid(tmp_path, text, lambda c: 50.0)
-    d = design.Design(collect(tmp_path).runs)
+    return design.Design(collect(tmp_path).runs)
+
+
+def test_a_seed_axis_under_another_name_is_the_seeds(tmp_path):
+    d = _tiny_design(tmp_path, "  rep: [{label: r0, train.seed: 0}, {label: r1, train.seed: 1}]\n")
     assert len(d.settings) == 2 and all(s.seeds == [0, 1] and "rep" not in s.axes for s in d.settings.values())
 
 
@@ -143,12 +147,8 @@ def _grid_file(tmp_path, text) -> Path:
 # contrasts
 # ---------------------------------------------------------------------------------------------------
 def test_an_lr_axis_keeps_methods_apart_where_the_lr_may_follow_the_method(tmp_path):
-    text = ("name: lr-methods\nbase: {model: {scale: tiny}, train: {steps: 20}, recipe: cpu}\naxes:\n"
-            "  method: [pre-ln, post-ln]\n  optim.lr: [1.0e-3, 2.0e-3]\n"
-            "  schedule: [none, {label: linear, prores.schedule: linear, prores.T: 2}]\n")
-    write_grid(tmp_path, text, lambda c: 50.0)
-    d = design.Design(collect(tmp_path).runs)
-    post = [s for s in d.where(**{"method": "post-ln", "prores.schedule": "linear"})]
+    d = _tiny_design(tmp_path, "  method: [pre-ln, post-ln]\n  optim.lr: [1.0e-3, 2.0e-3]\n")
+    post = d.where(**{"method": "post-ln", "prores.schedule": "linear"})
     pre = d.where(**{"method": "pre-ln", "prores.schedule": "linear"})
     for s in post:
         match = d.partners(s, pre, design.METHOD)
