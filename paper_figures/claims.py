@@ -25,6 +25,7 @@ than 3 paired seeds, or differences without variance, "cannot be tested"; "not r
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -101,12 +102,16 @@ class _Claims:
         vals = [float(v) for v in vals if v is not None and np.isfinite(v)]
         return float(np.mean(vals)) if vals else np.nan
 
+    @functools.cached_property
+    def ppl_gains(self) -> list[Gain]:
+        return self.gains(self.ppl)
+
     def gains(self, values: dict, schedule: str = "linear") -> list[Gain]:
         """Every ProRes setting of `schedule` that has a baseline, with its per-seed differences in `values`."""
-        base = [s for s in self.d.settings.values() if s.runs and self.schedule(s) == "none"]
+        base = [s for s in self.d.settings.values() if self.schedule(s) == "none"]
         out = []
         for s in self.d.settings.values():
-            if not s.runs or self.schedule(s) != schedule:
+            if self.schedule(s) != schedule:
                 continue
             partners = self.d.partners(s, base, design.PRORES)
             if not partners:
@@ -138,7 +143,7 @@ class _Claims:
     # -- the claims -----------------------------------------------------------------------------------
     def prores_lowers_ppl(self) -> list[Row]:
         rows = []
-        for g in self.gains(self.ppl):
+        for g in self.ppl_gains:
             m = self.method(g.prores)
             rows.append(self.row("prores-lowers-ppl", m, g.prores, self.effect("prores-lowers-ppl", g.prores),
                                  [g.prores] + ([g.base] if g.base else []), g.diffs, None, g.runs, g.error,
@@ -150,7 +155,7 @@ class _Claims:
                        for m in order if m not in have]
 
     def post_ln_gains_most(self) -> list[Row]:
-        gains = [g for g in self.gains(self.ppl) if g.prores.config.get("method") in ("post-ln", "pre-ln")]
+        gains = [g for g in self.ppl_gains if g.prores.config.get("method") in ("post-ln", "pre-ln")]
         pre = [g for g in gains if g.prores.config.get("method") == "pre-ln"]
         rows = []
         for g in (g for g in gains if g.prores.config.get("method") == "post-ln"):
@@ -168,8 +173,8 @@ class _Claims:
 
     def linear_beats(self, other: str) -> list[Row]:
         claim_id = f"linear-beats-{other}"
-        lin = [s for s in self.d.settings.values() if s.runs and self.schedule(s) == "linear"]
-        oth = [s for s in self.d.settings.values() if s.runs and self.schedule(s) == other]
+        lin = [s for s in self.d.settings.values() if self.schedule(s) == "linear"]
+        oth = [s for s in self.d.settings.values() if self.schedule(s) == other]
         rows = []
         for s in lin:
             match = self.d.partners(s, oth, design.SCHEDULE)
@@ -189,7 +194,7 @@ class _Claims:
         return rows or [Row(claim_id, f"Pre-LN: linear − {other}", None, effects.effect(claim_id))]
 
     def gain_grows_with_depth(self) -> list[Row]:
-        gains = [g for g in self.gains(self.ppl) if g.prores.config.get("model.n_layers") is not None]
+        gains = [g for g in self.ppl_gains if g.prores.config.get("model.n_layers") is not None]
         groups: list[list[Gain]] = []
         for g in gains:  # settings that differ only in depth (and what follows from it) form one group
             home = next((grp for grp in groups if self.d.differ_only_in(g.prores, grp[0].prores, design.DEPTH)),
@@ -286,11 +291,11 @@ def _varying(rows: list[Row]) -> dict[tuple, list[str]]:
     return out
 
 
-def _verdict(error, n, why, p_holm, mean, expect) -> str:
+def _verdict(error, n, why, p_holm, mean, expect, compared) -> str:
     if isinstance(error, str):
         return f"error: {error}"
-    if not n:
-        return "not run"
+    if not n:  # settings to compare but no seed with a result on both sides (diverged, failed): see the notes
+        return "cannot be tested" if compared else "not run"
     if isinstance(why, str):
         return "cannot be tested"
     return p_verdict(mean, p_holm, expect, ALPHA)
@@ -319,12 +324,12 @@ def claims_data(col, *, scales: dict | None = None) -> pd.DataFrame:
             "registered": preregister.status(key, r.runs, [grid_of.get(x) for x in r.runs], designs) if r.runs
             else "—", "notes": "; ".join(r.notes), "key": key, "seeds": sorted(set(r.runs.values()), key=str),
             "run_ids": ",".join(r.runs), "base_ppl": r.base_ppl, "terms": list(r.effect.terms),
-            "_error": r.error, "_why": test["why"], "_expect": r.effect.expect})
+            "_error": r.error, "_why": test["why"], "_expect": r.effect.expect, "_compared": bool(r.sides)})
     d = pd.DataFrame(out)
     d["p_holm"] = holm(d["p"])
     d["family"] = int(d["p"].notna().sum())
     d["verdict"] = [_verdict(*v) for v in zip(d["_error"], d["n"], d["_why"], d["p_holm"], d["mean"], d["_expect"],
-                                               strict=True)]
+                                               d["_compared"], strict=True)]
     return d[COLUMNS]
 
 
@@ -342,9 +347,12 @@ def note(d: pd.DataFrame) -> str:
             f"against 0; p (Holm): Holm's step-down adjustment across the family of this table's rows that have a "
             f"p, here m = {m}. Verdict from the adjusted p at alpha {ALPHA}: holds = the sign in 'expects' (the "
             f"paper's, at the paper scale named there); contradicted = the other sign; not significant; cannot be "
-            f"tested = fewer than {MIN_TESTED} paired seeds, or differences without variance; not run = no pair; "
+            f"tested = fewer than {MIN_TESTED} paired seeds (a side that diverged or failed is listed under 'Left "
+            f"out'), or differences without variance; not run = no pair; "
             f"error = two runs for one setting and seed (or two settings that match one). Depth rows compare the "
-            f"deepest with the shallowest depth of one setting, seed by seed. registered: whether the row used "
+            f"deepest with the shallowest depth of one setting, seed by seed, under the grid's own T/W rule (no "
+            f"model of how the gain grows is assumed; the depths between are Figure 1's). registered: whether the "
+            f"row used "
             f"exactly the runs of the grid's registered design (— = no design).")
 
 

@@ -84,7 +84,8 @@ class Setting:
     config: dict
     axes: dict
     runs: dict = field(default_factory=dict)      # seed -> run ids in the wanted states
-    left_out: dict = field(default_factory=dict)  # seed -> state, for runs of other states
+    left_out: dict = field(default_factory=dict)  # seed -> state, for runs of other states (diverged, failed)
+    ids: list = field(default_factory=list)       # every run id, in whatever state
 
     @property
     def seeds(self) -> list:
@@ -166,6 +167,7 @@ class Design:
             self.key[i] = key
             s = self.settings.setdefault(key, Setting(key, config, axes))
             seed, state = plain(seeds[i]), runs.at[i, "state"] if "state" in runs else None
+            s.ids.append(str(runs.at[i, "run_id"]))
             if states is None or state in states:
                 s.runs.setdefault(seed, []).append(str(runs.at[i, "run_id"]))
             else:
@@ -176,7 +178,7 @@ class Design:
 
     def value(self, setting: Setting, column: str):
         """A runs-table column of the setting's first run (method_label, params, ...: equal across its runs)."""
-        rid = next((r for ids in setting.runs.values() for r in ids), None)
+        rid = setting.ids[0] if setting.ids else None
         if rid is None or column not in self.runs:
             return None
         return plain(self.runs[column][self.runs["run_id"].astype(str) == rid].iloc[0])

@@ -103,3 +103,25 @@ def test_a_zero_variance_gain_is_not_a_holds():
     """Every seed the same nonzero difference: t would be infinite; the table says it cannot be tested."""
     t = stats.paired_test([-1.0, -1.0, -1.0])
     assert t["why"] == "no variance" and np.isnan(t["p"])
+
+
+def test_a_side_that_diverged_is_left_out_and_said(tmp_path):
+    """Pre-LN's ProRes run of seed 3 diverged: its row has 3 seeds and says why; every equal run diverged: the
+    schedule row cannot be tested (not 'not run') and says so."""
+    from study.grid import load_grid
+    from tests.synthetic_runs import write_cell
+
+    path = tmp_path / "g.yaml"
+    path.write_text(GRID)
+    for c in load_grid(path).all_cells:
+        diverged = (c.config.prores.schedule == "equal"
+                    or (c.axes["schedule"] == "linear" and c.config.method == "pre-ln" and c.config.train.seed == 3))
+        write_cell(tmp_path / "results", c, _ppl(c), state="diverged" if diverged else "completed")
+    d = claims_table(collect(tmp_path / "results"), tmp_path / "figures").data
+    pre = _row(d, "prores-lowers-ppl", "Pre-LN")
+    assert pre["n"] == 3 and pre["mean"] == pytest.approx(np.mean(EFFECT["pre-ln"][:3]))
+    assert "seed 3 diverged (left out)" in pre["notes"]
+    equal = _row(d, "linear-beats-equal", "Pre-LN: linear − equal")
+    assert equal["n"] == 0 and equal["verdict"] == "cannot be tested" and "seed 0 diverged" in equal["notes"]
+    md = (tmp_path / "figures" / "claims.md").read_text()
+    assert "Left out:" in md and "seed 3 diverged (left out)" in md
