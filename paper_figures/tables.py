@@ -427,7 +427,7 @@ def table_6(collection, out_dir, *, scales: dict | None = None, prefer_grid: str
 
     tidy = _fill(ref, ["schedule", "warmup_total_steps"], list(TABLE6_COLUMNS), find)
     display = _display(tidy, [("schedule", "Schedule"), ("warmup_total_steps", "W")], list(TABLE6_COLUMNS),
-                       {"pre_ln": "Pre-LN", "post_ln": "Post-LN", "sandwich_ln": "Sandwich-LN"})
+                       TABLE6_COLUMNS)  # the column headers are the method labels
     notes = _common_notes(int(tidy["ours_text"].ne(EMPTY).sum()), len(tidy)) + [
         f"W matched as steps, or as a fraction of training (paper: {TABLE6_STEPS} steps); 'diverged': ppl > 1000 "
         "or the run diverged. The paper's DeepNorm (15.71) and LNS (14.63) baselines are in its text."]
