@@ -410,7 +410,8 @@ def verdict_lines(col, *, scales: dict | None = None) -> list[str]:
             lines.append(f"{head}: {r.verdict}.")
             continue
         why = f" (p = {_fmt_p(r.p)}, Holm {_fmt_p(r.p_holm)} over {r.family} rows)" if np.isfinite(r.p_holm) \
-            else f" ({r.n} paired seeds; {MIN_TESTED} needed)" if r.n < MIN_TESTED else " (no variance)"
+            else f" ({r.n} paired seed{'s' if r.n != 1 else ''}; {MIN_TESTED} needed)" if r.n < MIN_TESTED \
+            else " (no variance)"
         mean = f"{r.mean:+.1f}".replace("-", "−")
         text = f"{head}: {mean} ppl{spread} ({seeds}): {r.verdict}{why}."
         gains = effects.table2_gain(r.scope)
