@@ -12,10 +12,11 @@ How runs fill cells (the same rule everywhere):
   scales={'tiny': '130M'} to lay a CPU study out in the paper's tables;
 - which run: completed runs (a diverged run shows 'diverged'; running/failed/partial runs are ignored); among
   several candidates, runs of the table's preferred grid first, then the lowest perplexity (the paper reports
-  each method at its best searched LR). `n_candidates` says how many runs matched. Where the picked run has
-  completed seed siblings (runs equal to it but for train.seed), ours is their mean, shown as
-  'mean ± half-width (n=k)' with the 95% t interval over seeds (n = the seeds that have the cell's value; Table
-  3's Avg is the mean over seeds of each seed's ten-task average).
+  each method at its best searched LR). `n_candidates` says how many runs matched. Where the picked run's
+  setting (study.design: the grid axes and semantic config less train.seed) has other completed seeds, ours is
+  their mean, shown as 'mean ± half-width (n=k)' with the 95% t interval over seeds (n = the seeds that have the
+  cell's value; Table 3's Avg is the mean over seeds of each seed's ten-task average). Two runs for one seed of
+  that setting show as 'error: 2 runs for seed s (ids ...)', never as a mean.
 - ClimbMix: a run whose config mentions ClimbMix (data.*) or whose eval dataset does belongs to Table 7 only.
 """
 
@@ -30,7 +31,7 @@ import pandas as pd
 
 from paper_figures._common import TableResult
 from paper_figures.labels import SCALE_LABELS
-from study import analysis
+from study import analysis, design
 from study.presets import METHODS
 
 REFERENCE_DIR = Path(__file__).resolve().parent / "reference"
@@ -115,15 +116,15 @@ def _ours_ppl(row) -> tuple[float, str]:
     return float(v), f"{v:.2f}"
 
 
-def _seed_siblings(row, cands: pd.DataFrame) -> pd.DataFrame:
-    """The completed candidates equal to the picked run but for train.seed (itself included); empty when the
-    picked run is not a completed one (a diverged pick stands alone)."""
+def _seed_siblings(row, cands: pd.DataFrame) -> tuple[list[str], str | None]:
+    """(run ids, error) of the picked run's setting among the completed candidates (study.design: the runs equal to
+    it but for train.seed, itself included); error is the setting's two runs for one seed, shown instead of a
+    mean. Nothing when the picked run is not a completed one (a diverged pick stands alone)."""
     done = cands[cands["state"] == "completed"]
     if row is None or done.empty:
-        return done.iloc[:0]
-    keys = analysis.seed_group_keys(done)
-    own = keys[done["run_id"] == row["run_id"]]
-    return done.iloc[:0] if own.empty else done[keys == own.iloc[0]]
+        return [], None
+    setting = design.Design(done).setting_of(str(row["run_id"]))
+    return ([], None) if setting is None else (setting.run_ids, setting.error)
 
 
 def _over_seeds(values, value: float, text: str) -> tuple[float, str]:
@@ -137,10 +138,13 @@ def _over_seeds(values, value: float, text: str) -> tuple[float, str]:
 
 def _seed_mean(row, cands: pd.DataFrame, value: float, text: str) -> tuple[float, str]:
     """The picked run's perplexity, or, when runs equal to it but for train.seed completed too, their mean shown
-    as 'mean ± half-width (n=k)' (95% t interval of the mean over seeds)."""
+    as 'mean ± half-width (n=k)' (95% t interval of the mean over seeds); 'error: ...' for two runs of one seed."""
     if row is None or not isinstance(value, float) or not math.isfinite(value):
         return value, text
-    group = _seed_siblings(row, cands)
+    ids, error = _seed_siblings(row, cands)
+    if error:
+        return np.nan, f"error: {error}"
+    group = cands[cands["run_id"].astype(str).isin(ids)]
     return _over_seeds(pd.to_numeric(group["final_eval_ppl"], errors="coerce"), value, text)
 
 
@@ -337,10 +341,12 @@ def table_3(collection, out_dir, *, scales: dict | None = None, prefer_grid: str
         if key not in picked:
             cands = runs[(runs["paper_method"] == r["method"]) & ((runs["schedule"] == "linear") == r["prores"])]
             row, n = _pick(cands, prefer_grid)
-            picked[key] = row, n, _seed_siblings(row, cands)["run_id"].astype(str).tolist()
-        row, n, seeds = picked[key]
+            picked[key] = row, n, *_seed_siblings(row, cands)
+        row, n, seeds, error = picked[key]
         if row is None:
             return np.nan, EMPTY, None, 0, {"metric": None}
+        if error:
+            return np.nan, f"error: {error}", row["run_id"], n, {"metric": None}
         lr_ = lm[lm["run_id"] == str(row["run_id"])]
         if col == "avg":
             v = avg(lr_)
@@ -371,7 +377,9 @@ def table_4(collection, out_dir, *, scales: dict | None = None, prefer_grid: str
             return np.nan, EMPTY, None, 0, {}
         names, metric = TABLE4_TASKS[col]
         v, _ = _task_value(lm[lm["run_id"] == str(row["run_id"])], names, metric)
-        seeds = _seed_siblings(row, cands)["run_id"].astype(str)
+        seeds, error = _seed_siblings(row, cands)
+        if error:
+            return np.nan, f"error: {error}", row["run_id"], n, {}
         v, text = _over_seeds([_task_value(lm[lm["run_id"] == s], names, metric)[0] for s in seeds], v, _fmt(v))
         return v, text, row["run_id"], n, {}
 

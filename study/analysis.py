@@ -9,7 +9,7 @@ study.stats     t_cdf, t_quantile, paired_interval, verdict, format_interval, se
                 paired_by_seed, SEED_COLUMN, VERDICTS
 study.notebooks run_notebook, inject_parameters
 
-pair_runs(runs)               ProRes runs paired with the baseline that differs from them only in prores.*
+pair_runs(runs)               ProRes runs paired with their baseline by study.design (differ only in prores.*)
 compare_table(ours, paper)    side-by-side table with the difference
 final_metrics(col)            one row per run with its final train/eval values
 pair_summary(col)             pairs with both final perplexities, their difference and the final loss gap
@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 
 from study import collect as _collect
+from study import design
 from study.collect import Collection
 from study.notebooks import inject_parameters, run_notebook
 from study.series import (
@@ -43,8 +44,6 @@ from study.series import (
 from study.stats import (
     SEED_COLUMN,
     VERDICTS,
-    config_key,
-    config_key_columns,
     format_interval,
     paired_by_seed,
     paired_interval,
@@ -67,48 +66,40 @@ __all__ = [
 # ---------------------------------------------------------------------------------------------------
 # Pairing
 # ---------------------------------------------------------------------------------------------------
-_FALLBACK_KEYS = ("method", "norm", "init", "scale", "n_layers", "d_model", "lr", "lr_schedule", "warmup_steps",
-                  "decay_fraction", "steps", "global_batch", "seq_len")
+_PAIR_COLUMNS = ["prores_run_id", "baseline_run_id", "schedule", "T", "W", "label", "baseline_label", "method",
+                 "scale", "n_layers", "grid", "prores_state", "baseline_state", "seed"]
 
 
 def pair_runs(runs: pd.DataFrame, *, states: tuple[str, ...] | None = None) -> pd.DataFrame:
-    """Pairs (ProRes run, baseline) whose configs are equal except for prores.* (and bookkeeping keys).
+    """Pairs (ProRes run, baseline) of study.design's ProRes contrast: settings that differ only in prores.*
+    (every other semantic config value and grid axis equal), run by run for each seed both have.
 
-    The comparison uses every `cfg.*` column except `cfg.prores.*` and study.config.NON_SEMANTIC (grid, name,
-    log/probe/checkpoint cadence, eval settings). Runs whose config could not be read are never paired. Tables
-    without cfg columns are compared on method, norm, init, scale, depth, width, LR settings and steps.
-    A ProRes run matching several baselines (the same config in two grids) gives one pair per baseline.
-    states: keep only runs in these states (e.g. ('completed',)).
-    Columns: prores_run_id, baseline_run_id, schedule, T, W, label, baseline_label, method, scale, n_layers,
-    grid, prores_state, baseline_state, seed (train.seed: both sides share it, as every other key).
+    Runs whose config could not be read are never paired; a table without cfg columns is compared on its identity
+    columns (method, norm, init, scale, depth, width, LR settings, steps). A setting with two runs for one seed
+    gives a pair per run (the claims table reports that as an error). states: keep only runs in these states
+    (e.g. ('completed',)). Columns: prores_run_id, baseline_run_id, schedule, T, W, label, baseline_label, method,
+    scale, n_layers, grid, prores_state, baseline_state, seed (train.seed, shared by both sides).
     """
-    df = runs
-    if states is not None:
-        df = df[df["state"].isin(states)]
-    cfg_cols = config_key_columns(df, drop=("prores",))  # the seed stays: a pair shares it
-    if cfg_cols:
-        df = df[df[cfg_cols].notna().any(axis=1)]
-        keys = cfg_cols
-    else:
-        keys = [c for c in _FALLBACK_KEYS if c in df.columns]
-    df = df[df["schedule"].notna()] if "schedule" in df else df.iloc[0:0]
-    cols = ["prores_run_id", "baseline_run_id", "schedule", "T", "W", "label", "baseline_label", "method", "scale",
-            "n_layers", "grid", "prores_state", "baseline_state", "seed"]
-    if df.empty or not keys:
-        return pd.DataFrame(columns=cols)
-    key = df[keys].apply(lambda r: config_key(r.tolist()), axis=1) if len(df) else pd.Series(dtype=str)
-    df = df.assign(_key=key.to_numpy())
-    base = df[df["schedule"] == "none"]
-    on = df[df["schedule"] != "none"]
-    merged = on.merge(base, on="_key", suffixes=("", "_b"))
-    out = pd.DataFrame({
-        "prores_run_id": merged["run_id"].astype(str), "baseline_run_id": merged["run_id_b"].astype(str),
-        "schedule": merged["schedule"], "T": merged.get("T"), "W": merged.get("W"),
-        "label": merged.get("label"), "baseline_label": merged.get("label_b"), "method": merged.get("method"),
-        "scale": merged.get("scale"), "n_layers": merged.get("n_layers"), "grid": merged.get("grid"),
-        "prores_state": merged["state"], "baseline_state": merged["state_b"],
-        "seed": merged.get(SEED_COLUMN, np.nan)}, columns=cols)
-    return out.reset_index(drop=True)
+    df = runs if states is None else runs[runs["state"].isin(states)]
+    if df.empty or "schedule" not in df:
+        return pd.DataFrame(columns=_PAIR_COLUMNS)
+    d = design.Design(df, states=None)
+    row = df.assign(run_id=df["run_id"].astype(str)).drop_duplicates("run_id").set_index("run_id")
+    get = lambda rid, c: row.at[rid, c] if c in row else None  # noqa: E731
+    base = [s for s in d.settings.values() if d.value(s, "schedule") == "none"]
+    out = []
+    for s in d.settings.values():
+        if d.value(s, "schedule") in (None, "none"):
+            continue
+        for b in d.partners(s, base, design.PRORES):
+            for seed in s.seeds:
+                for p, q in ((p, q) for p in s.runs[seed] for q in b.runs.get(seed, ())):
+                    out.append({"prores_run_id": p, "baseline_run_id": q, "label": get(p, "label"),
+                                "baseline_label": get(q, "label"), "prores_state": get(p, "state"),
+                                "baseline_state": get(q, "state"), "seed": np.nan if seed is None else seed,
+                                **{c: get(p, c) for c in ("schedule", "T", "W", "method", "scale", "n_layers",
+                                                          "grid")}})
+    return pd.DataFrame(out, columns=_PAIR_COLUMNS)
 
 
 # ---------------------------------------------------------------------------------------------------

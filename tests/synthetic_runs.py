@@ -13,6 +13,8 @@ run names) so tests can check answers without hard-coding them twice:
   broken/      a running run, a failed run, an incomplete run (no status.json, truncated last metrics line),
                a run whose config.yaml is not YAML, and a run without run.json
 
+`write_cell(root, cell, ppl)` / `write_grid(root, grid, ppl)` write the runs of real grid cells (their axes, seeds
+and run ids) with chosen perplexities: the design, claims and plan tests use them.
 `write_bulk_root(root, n_runs, rows)` writes many runs fast (for benchmarks/collect_speed.py).
 The configs are real resolved configs (study.config), so run ids, W and the LR schedule are what training writes.
 """
@@ -153,6 +155,54 @@ def write_run(root, *, grid: str, method: str, scale: str, schedule: str = "none
               "diverged_step": diverge_at, "job_id": None}
         (run / "status.json").write_text(json.dumps(st))
     return run
+
+
+def write_cell(root, cell, final_ppl: float, *, logged: int = 40, spikes: int = 0, state: str = "completed",
+               run_dir: Path | None = None, hours: float = 1.0) -> Path:
+    """The run directory `study run` would make for a grid cell (its resolved config, axes and run id), with
+    `logged` metric rows spread over the cell's steps, `spikes` loss spikes (+3.0) inside 10-90% of training,
+    a wall time of `hours` (metrics' time column) and a final held-out perplexity `final_ppl`. run_dir: write
+    it elsewhere (a second copy of one run, for the duplicate-seed tests)."""
+    from study.model import info as model_info
+
+    cfg = cell.config
+    run = Path(run_dir or cell.run_dir(root))
+    run.mkdir(parents=True, exist_ok=True)
+    (run / "config.yaml").write_text(config.dump_yaml(cfg))
+    run_info = {"run_id": cell.run_id, "run_name": cell.run_name, "grid": cell.grid, "axes": cell.axes,
+                "method": cfg.method, "schedule": cfg.prores.schedule, "scale": cfg.model.scale,
+                "n_layers": cfg.model.n_layers, "params": model_info(cfg.model)["params"], "W": cfg.prores.W,
+                "T": cfg.prores.T, "provenance": {"git_commit": "0" * 40, "host": "synthetic"}}
+    (run / "run.json").write_text(json.dumps(run_info, indent=1))
+    steps = cfg.train.steps
+    at = np.unique(np.linspace(1, steps, logged).round().astype(int))
+    final_loss = math.log(final_ppl) - 0.05
+    loss = final_loss + 3.0 * np.exp(-at / (steps / 8))
+    for i in np.linspace(0.2 * len(at), 0.8 * len(at), spikes).astype(int) if spikes else []:
+        loss[i] += 3.0
+    t0 = 1.77e9
+    lines = [_dumps({"step": int(s), "loss": float(v), "lr": cfg.optim.lr, "grad_norm": 0.5, "tokens": int(s) * 1024,
+                     "tokens_per_s": 1.0e5, "mfu": None, "alpha": None, "time": t0 + hours * 3600 * s / steps})
+             for s, v in zip(at, loss, strict=True)]
+    (run / "metrics.jsonl").write_text("\n".join(lines) + "\n")
+    ev = {"step": int(steps), "dataset": "default", "split": "validation", "loss": math.log(final_ppl),
+          "ppl": final_ppl, "tokens": 65536, "seq_len": cfg.model.seq_len, "source": "train"}
+    (run / "eval.jsonl").write_text(_dumps(ev) + "\n")
+    (run / "status.json").write_text(json.dumps({"state": state, "step": int(steps), "updated": None, "error": None,
+                                                 "diverged_step": None, "job_id": None}))
+    return run
+
+
+def write_grid(root, grid, ppl, **kw) -> list[Path]:
+    """write_cell for every cell of `grid` (a Grid, or a grid file's text), ppl(cell) -> its final perplexity."""
+    from study.grid import load_grid
+
+    if isinstance(grid, str):
+        path = Path(root) / ".grids" / f"g{abs(hash(grid))}.yaml"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(grid)
+        grid = load_grid(path)
+    return [write_cell(root, c, ppl(c), **kw) for c in grid.all_cells]
 
 
 def _write_probes(run: Path, cfg, last: int, schedule: str, rng) -> None:

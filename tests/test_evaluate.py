@@ -232,6 +232,8 @@ def test_data_dir_copy_of_hub_tasks_runs_offline(model, tok, tmp_path):
     assert setup.sources == {"hellaswag": "data-dir", "arc_easy": "data-dir"} and not setup.include_defaults
     doc = run_lm_eval(model, tok, setup, batch_size=4, bootstrap_iters=0)
     assert doc["results"]["hellaswag"]["sample_len"] == 4 and doc["results"]["arc_easy"]["sample_len"] == 3
+    # zero-shot, pinned and recorded: our num_fewshot, and lm-eval's own per-task count agrees
+    assert doc["num_fewshot"] == 0 and doc["n-shot"] == {"hellaswag": 0, "arc_easy": 0}
     assert {"acc,none", "acc_norm,none"} <= set(doc["results"]["hellaswag"])
     assert doc["versions"]["hellaswag"] == 1.0
     json.dumps(doc)
@@ -298,9 +300,11 @@ def test_study_eval_runs_local_tasks_through_lm_eval(prores_run, capsys):
                "--no-ppl", "--bootstrap-iters", "100"])
     assert rc == 0
     doc = json.loads((prores_run / "lm_eval.json").read_text())
-    for key in ("lm_eval_version", "step", "batch_size", "dtype", "limit", "tasks", "results", "versions",
-                "n-shot", "config"):
+    for key in ("lm_eval_version", "step", "batch_size", "dtype", "limit", "num_fewshot", "tasks", "results",
+                "versions", "n-shot", "config"):
         assert key in doc, key
+    assert doc["num_fewshot"] == 0 and set(doc["n-shot"].values()) == {0}
+    assert doc["evaluations"][-1]["num_fewshot"] == 0
     assert doc["step"] == 10 and doc["batch_size"] == 4 and doc["dtype"] == "fp32" and doc["limit"] == 4
     res = doc["results"]
     assert {"acc,none", "acc_stderr,none", "acc_norm,none"} <= set(res["corpus_cloze"])  # multiple_choice

@@ -31,7 +31,8 @@ LAYERS: list[tuple[str, ...]] = [
     ("study.train",),
     ("study.evaluate",),
     ("study.grid", "study.clusters", "study.status", "study.dispatch"),
-    ("study.collect", "study.analysis", "study.series", "study.stats", "study.notebooks"),
+    ("study.collect", "study.analysis", "study.series", "study.stats", "study.notebooks", "study.design",
+     "study.power", "study.preregister"),
     ("paper_figures",),
     ("study.commands", "study.cli", "study.__main__"),
 ]

@@ -52,13 +52,13 @@ def test_verdict(diffs, expect, want):
 
 
 # ---- synthetic collections ---------------------------------------------------------------------------
-def _run(run_id, *, method="pre-ln", schedule="none", W=None, n_layers=8, seed=0, ppl=100.0, grid="g"):
+def _run(run_id, *, method="pre-ln", schedule="none", W=None, n_layers=8, seed=0, ppl=100.0, grid="g", params=368e6):
     return {"run_id": run_id, "run_name": run_id, "grid": grid, "state": "completed", "method": method,
             "schedule": schedule, "label": f"{method}-{schedule}", "scale": "tiny", "n_layers": n_layers,
             "T": None, "W": W, "steps": 400, "d_model": 64, "final_eval_ppl": ppl, "diverged_step": None,
             "cfg.method": method, "cfg.model.n_layers": n_layers, "cfg.prores.schedule": schedule,
             "cfg.prores.W": W, "cfg.train.seed": seed, "cfg.optim.lr": 3e-3, "cfg.grid": grid,
-            "method_label": {"pre-ln": "Pre-LN", "post-ln": "Post-LN"}[method]}
+            "method_label": {"pre-ln": "Pre-LN", "post-ln": "Post-LN"}[method], "params": params}
 
 
 def _collection(rows, metrics=None):
@@ -89,10 +89,12 @@ def test_pairs_are_made_per_seed():
 def test_claims_table_known_effect_none_and_contradiction():
     from paper_figures.claims import claims_data
 
-    rows = (_arms({0: -2.0, 1: -2.5, 2: -1.5})                      # Pre-LN: ProRes helps by 2.0
+    # 350M-sized runs (params): judged against the paper at 350M, where Post-LN gains more than Pre-LN (−0.20).
+    # The effects are clear enough to hold after Holm's correction across the 6 tested rows.
+    rows = (_arms({0: -2.0, 1: -2.1, 2: -1.9})                      # Pre-LN: ProRes helps by 2.0
             + _arms({0: 0.4, 1: -0.4, 2: 0.0}, method="post-ln")   # Post-LN: no effect
             + _arms({0: 1.0, 1: 1.2, 2: 0.8}, schedule="equal")[1::2]  # equal: 1.0 worse than the baseline
-            + _arms({0: -1.0, 1: -1.1, 2: -0.9}, n_layers=4, prefix="d"))  # 4 layers: gain 1.0 (< 2.0 at 8)
+            + _arms({0: -1.1, 1: -0.9, 2: -1.0}, n_layers=4, prefix="d"))  # 4 layers: gain 1.0 (< 2.0 at 8)
     d = claims_data(_collection(rows))
     rows_of = lambda claim, scope=None: d[(d["claim_id"] == claim) & ((d["scope"] == scope) if scope else True)]  # noqa: E731
 

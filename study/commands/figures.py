@@ -1,8 +1,9 @@
 """`study figures RESULTS [--out DIR] [--only NAME,...] [--scale-map OURS=PAPER,...]`: the paper's figures and
 tables from a results root (collected first) or a saved collection (`study collect` output).
 
-Prints what it made and what it skipped and why (e.g. no depth-scaling runs yet). Exit code 0 unless a figure
-failed with an unexpected error (1) or a name in --only is unknown (2).
+Prints the hash of every registered design beside the runs (`study plan --register`; the claims table marks rows
+computed from runs outside it), what it made and what it skipped and why (e.g. no depth-scaling runs yet). Exit
+code 0 unless a figure failed with an unexpected error (1) or a name in --only is unknown (2).
 """
 
 from __future__ import annotations
@@ -50,6 +51,8 @@ def run(args) -> int:
     col = open_results(src)
     print(f"{'loaded' if saved else 'collected'} {len(col.runs)} runs from {src}"
           + (f" ({len(col.problems)} problems: see `study collect`)" if len(col.problems) else ""))
+    for line in _designs(col):
+        print(line)
     report = paper_figures.make_all(col, out, only=only, scales=scales)
     print(report.summary())
     print(f"{len(report.made)} made, {len(report.skipped)} skipped, {len(report.failed)} failed; "
@@ -57,3 +60,13 @@ def run(args) -> int:
     for name, tb in report.failed.items():
         print(f"--- {name} failed:\n{tb}")
     return 1 if report.failed else 0
+
+
+def _designs(col) -> list[str]:
+    """One line per registered design beside the runs (study/preregister.py): its hash, or that it was edited."""
+    from study import preregister
+
+    found = preregister.find(col.runs.get("path", []), col.root)
+    return [f"registered design of {d.grid}: {d.short} ({d.path}, registered {d.registered})"
+            + (": EDITED after registration, its rows count as unregistered" if d.altered else "")
+            for d in found.values()]

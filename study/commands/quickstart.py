@@ -63,11 +63,18 @@ def run(args) -> int:
     print()
     print(_results_table(col))
     print(f"\nfigures and tables: {figures}/ (index.md lists them)")
-    from paper_figures.claims import verdict_lines
-    lines = verdict_lines(col)
-    if lines:  # the answer in words: ours with its spread over seeds, next to the paper's number
-        print("\n" + "\n".join(lines))
+    print_verdicts(col)
     return 1 if report.failed else 0
+
+
+def print_verdicts(col) -> None:
+    """The answer in words: one line per ProRes-vs-baseline row of the claims table (a row per setting of the
+    grid's design), ours with its spread over seeds and its Holm-corrected verdict, next to the paper's number."""
+    from paper_figures.claims import verdict_lines
+
+    lines = verdict_lines(col)
+    if lines:
+        print("\n" + "\n".join(lines))
 
 
 def _results_table(col) -> str:

@@ -29,6 +29,7 @@ from study.timeutil import now
 
 logger = logging.getLogger(__name__)
 
+NUM_FEWSHOT = 0  # the paper's tasks are zero-shot (Table 3); pinned, not left to each task config's default
 LM_EVAL_DIR = "lm_eval"
 LM_EVAL_FILE = "lm_eval.json"
 MERGED_KEYS = ("results", "groups", "versions", "n-shot", "higher_is_better", "n-samples", "task_sources",
@@ -99,7 +100,8 @@ def _preserved_rng():
 def run_lm_eval(model, tokenizer, setup, *, limit=None, batch_size: int = 8, device="cpu", dtype=None,
                 max_length: int | None = None, bootstrap_iters: int = 100000) -> dict:
     """lm_eval.simple_evaluate over our model for a prepared TaskSetup; lm-eval's result dict, JSON-ready
-    (samples dropped) plus our keys: lm_eval_version, batch_size, dtype, limit, tasks, task_sources."""
+    (samples dropped) plus our keys: lm_eval_version, batch_size, dtype, limit, num_fewshot (pinned to 0: every task
+    zero-shot, as the paper; lm-eval's per-task n-shot confirms it), tasks, task_sources."""
     import lm_eval
 
     from study.evaluate.lm_eval_adapter import StudyLM
@@ -108,7 +110,7 @@ def run_lm_eval(model, tokenizer, setup, *, limit=None, batch_size: int = 8, dev
     with _preserved_rng(), console.captured_output("lm-eval"):  # its bootstrap prints bars of its own
         out = lm_eval.simple_evaluate(model=lm, tasks=list(setup.tasks), task_manager=setup.task_manager(),
                                       limit=limit, batch_size=batch_size, log_samples=False,
-                                      bootstrap_iters=bootstrap_iters)
+                                      bootstrap_iters=bootstrap_iters, num_fewshot=NUM_FEWSHOT)
     out = dict(out or {})
     out.pop("samples", None)
     out.pop("configs", None)  # task configs hold functions; versions and n-shot identify the tasks
@@ -119,6 +121,7 @@ def run_lm_eval(model, tokenizer, setup, *, limit=None, batch_size: int = 8, dev
         "batch_size": int(batch_size),
         "dtype": lm.dtype_name,
         "limit": limit,
+        "num_fewshot": NUM_FEWSHOT,
         "tasks": list(setup.tasks),
         "task_sources": dict(setup.sources),
         "data_files": jsonable(setup.data_files),
@@ -148,7 +151,8 @@ def write_lm_eval(run_dir: Path, doc: dict) -> list[Path]:
         merged[key] = {**(previous.get(key) or {}), **(doc.get(key) or {})}
     merged["tasks"] = list(dict.fromkeys([*(previous.get("tasks") or []), *doc["tasks"]]))
     history = list(previous.get("evaluations") or [])
-    history.append({k: doc[k] for k in ("date", "tasks", "batch_size", "dtype", "limit", "lm_eval_version")})
+    history.append({k: doc.get(k) for k in ("date", "tasks", "batch_size", "dtype", "limit", "num_fewshot",
+                                            "lm_eval_version")})
     merged["evaluations"] = history
     write_json_atomic(path, merged)
     write_json_atomic(run_dir / LM_EVAL_FILE, merged)
