@@ -51,6 +51,15 @@ class Dist:
         dist.broadcast_object_list(box, src=0)
         return box[0]
 
+    def gather(self, obj, *, group=None) -> list | None:
+        """Every rank's `obj` as a list on rank 0 (None elsewhere); `group`: another process group than the
+        default one (the checkpoint writer's)."""
+        if not self.active:
+            return [obj]
+        box = [None] * self.world if self.main else None
+        dist.gather_object(obj, box, dst=0, group=group)
+        return box
+
     def barrier(self) -> None:
         if self.active:
             dist.barrier()
