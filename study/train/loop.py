@@ -17,7 +17,9 @@ import contextlib
 import json
 import logging
 import math
+import os
 import random
+import socket
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -75,7 +77,7 @@ class _Trainer:
 
     # ---------------------------------------------------------------------------------------------
     def run(self) -> RunResult:
-        self.device = runtime.select_device(self.cfg.train, self.dist)
+        self.device = runtime.select_device(self.cfg.train)
         self.precision = runtime.precision(self.cfg.train, self.device)
         runtime.check_memory(self.cfg, self.device, self.precision, self.dist)  # before allocating or writing anything
         self.lease = self._own()
@@ -197,6 +199,8 @@ class _Trainer:
         if refusal is not None:
             raise (ConfigError if refusal[0] == "ConfigError" else CheckpointError)(refusal[1])
         path = d.broadcast(str(path) if path else None)
+        # Every process of the run, for the record (rank 0 writes it into run.json's provenance).
+        ranks = d.gather({"rank": d.rank, "host": socket.gethostname(), "pid": os.getpid(), "device": str(self.device)})
         if path is None:
             if d.main:
                 rd.write_config(cfg)
@@ -207,7 +211,7 @@ class _Trainer:
                     "method": cfg.method, "schedule": cfg.prores.schedule, "scale": cfg.model.scale,
                     "n_layers": cfg.model.n_layers, "params": self.info["params"], "T": cfg.prores.T,
                     "W": cfg.prores.W, "flops_per_token": self.info["flops_per_token"],
-                    "init_fingerprint": self.fingerprint, "provenance": provenance(self.argv),
+                    "init_fingerprint": self.fingerprint, "provenance": {**provenance(self.argv), "ranks": ranks},
                     "device": str(self.device), "precision": self.precision, "world_size": d.world,
                 })
                 rd.write_status(RunStatus.RUNNING, 0, error=None, diverged_step=None)
@@ -225,7 +229,8 @@ class _Trainer:
             for name in ("metrics.jsonl", "eval.jsonl", "probes.jsonl"):
                 rd.truncate_jsonl(name, self.step)
             run = rd.read_run()
-            run.setdefault("resumes", []).append({"step": self.step, "provenance": provenance(self.argv),
+            run.setdefault("resumes", []).append({"step": self.step,
+                                                  "provenance": {**provenance(self.argv), "ranks": ranks},
                                                   **({"changed": changed} if changed else {})})
             rd.write_run(run)
             if changed:  # config.yaml says what produces the rows from here on; run.json when it changed
