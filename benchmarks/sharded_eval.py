@@ -119,7 +119,8 @@ def main() -> None:
                "single_median_s": t1, "sharded_median_s": tn, "time_ratio": tn / t1,
                "single_all_s": [s["seconds"] for s in single], "sharded_all_s": [s["seconds"] for s in sharded],
                "goal": "rel diff <= 1e-6 and time ratio <= 0.6 (2 ranks)"}
-    print(f"loss rel diff {rel:.2e}, time {args.ranks} ranks / 1 process = {tn / t1:.3f} (medians {tn:.3f} / {t1:.3f} s)")
+    print(f"loss rel diff {rel:.2e}, time {args.ranks} ranks / 1 process = {tn / t1:.3f} "
+          f"(medians {tn:.3f} / {t1:.3f} s)")
     common.write_result("sharded_eval", args.device, numbers, args.out)
 
 
