@@ -55,3 +55,81 @@ def estimate(cell: Cell | RunConfig, *, mfu: float = DEFAULT_MFU, peak_flops: fl
     return {"params": params, "tokens": tokens, "gpu_hours": hours, "flops_per_token": fpt, "mfu": mfu,
             "peak_flops": peak_flops, "memory_per_gpu": memory, "fits": fits}
 
+
+
+# ---- checkpoints inside the preemption window ------------------------------------------------------------------
+# The write bandwidth per node we plan checkpoints with. The one write measured on GPU hardware: an H200
+# machine's local disk had not finished the synchronous 7b final save (81 GB: torch.save, sha256, fsync) after
+# ~100 s, i.e. under 0.8 GB/s (../shared/measurements/gpu-h200-2026-12-04, recorded in benchmarks/README.md); a
+# node's link to a shared filesystem is of the same order and shared by its 8 ranks and other jobs. So: 0.5 GB/s
+# per node to plan with (a lead short of it is warned about), and 2 GB/s per node as what a fast local NVMe or
+# parallel-filesystem client might sustain (a lead short even of that is refused).
+ASSUMED_WRITE_BPS = 0.5e9
+FAST_WRITE_BPS = 2e9
+LEAD_MARGIN_S = 15  # after the save: status, lease release and process exit, and the signal's own delivery
+
+
+def checkpoint_plan(cfg: RunConfig, *, world_size: int = 1, nodes: int = 1, lead_s: float | None = None,
+                    mfu: float = DEFAULT_MFU, peak_flops: float = DEFAULT_PEAK_FLOPS) -> dict:
+    """What one checkpoint of `cfg` writes and whether the signal lead `lead_s` leaves time to write it.
+
+    bytes: fp32 weights + AdamW moments (study.model.memory_estimate's weights and optimizer state; bf16-pure
+    halves them). Under FSDP every rank writes its 1/world share and a node writes bytes/nodes; otherwise rank 0
+    writes all of it. After the signal the trainer reaches its next log step (stop checks happen there, up to
+    log_every steps at the estimated step time), waits for a save already in flight, then writes the stop
+    checkpoint: lead_needed_s = reach_s + 2 * bytes_per_node / ASSUMED_WRITE_BPS + LEAD_MARGIN_S.
+    needs_bps: the write bandwidth per node the lead implies (inf when the lead does not even cover reaching the
+    step). verdict: 'ok', 'warn' (short at ASSUMED_WRITE_BPS) or 'refuse' (short even at FAST_WRITE_BPS).
+    """
+    from study.model import info, memory_estimate
+
+    world = max(1, world_size)
+    fsdp = cfg.train.parallelism == "fsdp" and world > 1
+    per_rank = memory_estimate(cfg.model, world_size=world, parallelism=cfg.train.parallelism,
+                               precision=cfg.train.precision)
+    rank_bytes = per_rank["params_bytes"] + per_rank["optimizer_bytes"]
+    total = rank_bytes * world if fsdp else rank_bytes
+    per_node = -(-total // max(1, nodes)) if fsdp else total
+    tokens = cfg.train.global_batch * cfg.model.seq_len
+    step_s = tokens * info(cfg.model)["flops_per_token"] / (mfu * peak_flops * world)
+    reach_s = cfg.train.log_every * step_s
+    writes = 2 * per_node  # a save in flight, then the stop's own
+
+    def lead_at(bps: float) -> float:
+        return reach_s + writes / bps + LEAD_MARGIN_S
+
+    plan = {"bytes": total, "bytes_per_rank": rank_bytes if fsdp else total, "bytes_per_node": per_node,
+            "writers": world if fsdp else 1, "step_s": step_s, "reach_s": reach_s,
+            "save_s": per_node / ASSUMED_WRITE_BPS, "lead_needed_s": lead_at(ASSUMED_WRITE_BPS),
+            "assumed_bps": ASSUMED_WRITE_BPS, "lead_s": lead_s, "needs_bps": None, "verdict": "ok"}
+    if lead_s is not None:
+        room = lead_s - reach_s - LEAD_MARGIN_S
+        plan["needs_bps"] = writes / room if room > 0 else float("inf")
+        plan["verdict"] = ("refuse" if lead_s < lead_at(FAST_WRITE_BPS)
+                           else "warn" if lead_s < plan["lead_needed_s"] else "ok")
+    return plan
+
+
+def checkpoint_lines(plan: dict, *, lead_flag: str = "--signal-delay-s") -> list[str]:
+    """The plan in words: one line, plus a warning naming the lead to use when the lead is short."""
+    gb = 1e9
+    who = (f"{plan['bytes_per_rank'] / gb:.2f} GB per rank x {plan['writers']}, {plan['bytes_per_node'] / gb:.1f} "
+           f"GB per node" if plan["writers"] > 1 else "written by rank 0")
+    lines = [f"checkpoint: {plan['bytes'] / gb:.1f} GB (fp32 weights + AdamW state; {who}); "
+             f"{plan['save_s']:.0f} s to write at {plan['assumed_bps'] / gb:g} GB/s per node"]
+    if plan["lead_s"] is None:
+        return lines
+    needs = "leaves no time to write" if plan["needs_bps"] == float("inf") else \
+        f"needs {plan['needs_bps'] / gb:.2f} GB/s per node"
+    lines[0] += f"; a {plan['lead_s']:.0f} s signal lead {needs}"
+    if plan["verdict"] != "ok":
+        lines.append(f"warning: {lead_flag} {plan['lead_s']:.0f} is short for this checkpoint: a stop may have to "
+                     f"finish a save in flight and then write its own ({2 * plan['bytes_per_node'] / gb:.1f} GB per "
+                     f"node) after up to {plan['reach_s']:.0f} s of steps; at {plan['assumed_bps'] / gb:g} GB/s "
+                     f"per node give it {suggested_lead(plan)} s or more")
+    return lines
+
+
+def suggested_lead(plan: dict) -> int:
+    """lead_needed_s rounded up to a whole 30 s."""
+    return int(-(-plan["lead_needed_s"] // 30) * 30)

@@ -23,7 +23,7 @@ def run_json(capsys, argv):
 def test_info_json_preset(capsys):
     got = run_json(capsys, ["info", "130m", "--json"])
     assert set(got) == {"params", "non_embedding_params", "layers", "d_model", "flops_per_token", "seq_len",
-                        "flops_formula", "memory"}
+                        "flops_formula", "memory", "checkpoint"}
     V, d, L, f, S = 32000, 768, 12, 2048, 1024
     params = 2 * V * d + L * (4 * d * d + 3 * d * f + 2 * d) + d
     assert got["params"] == params == 134_105_856

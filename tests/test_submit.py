@@ -82,3 +82,25 @@ def test_submit_refuses_a_missing_token_store_only_for_cells_it_would_submit(tmp
     write_status(cell.run_dir(out), state="completed", step=1)
     capsys.readouterr()
     assert main(cmd) == 0 and "nothing to submit" in capsys.readouterr().out
+
+
+def test_local_cluster_with_gpus_checks_the_machine_and_one_run_at_a_time(tmp_path, cache_dir, monkeypatch):
+    """--cluster local hands a job the first GPUs this process sees (CUDA_VISIBLE_DEVICES respected); more than
+    the machine shows is refused, and so are several runs at once (each would take the same GPUs)."""
+    import torch
+
+    from study.errors import ConfigError
+    from study.grid import load_grid
+
+    options = dispatch.resolve_options({"gpus_per_node": 2, "time": 5})
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    with pytest.raises(ConfigError, match="--gpus-per-node 2 but this machine shows 1 GPU"):
+        dispatch.make_executor("local", tmp_path / "logs", options, name="g")
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "4,5,6,7")
+    executor = dispatch.make_executor("local", tmp_path / "logs", options, name="g")
+    assert executor._executor.parameters["visible_gpus"] == [4, 5, 6, 7]
+    grid = load_grid(grid_file(tmp_path, cache_dir, lrs=(1e-3, 2e-3)))
+    with pytest.raises(ConfigError, match="each would train on the same 2 GPU"):
+        dispatch.submit_grid(grid, root=tmp_path / "r", cluster="local", options=options, dry_run=True,
+                           out=lambda *_: None)

@@ -51,4 +51,5 @@ class Backend:
     array: bool = False  # one executor.batch() is one job array (job ids 'ARRAY_TASK')
     in_process: bool = False  # jobs run in this process, when their result is asked for
     signal_delay_s: int | None = None  # the checkpoint signal's default lead before the time limit, if it sends one
-    notes: Callable[[dict, int], list[str]] = _no_notes  # lines to print before submitting this many jobs
+    # Lines to print before submitting this many jobs, or a ConfigError when this many cannot run together here.
+    notes: Callable[[dict, int], list[str]] = _no_notes

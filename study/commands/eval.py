@@ -70,10 +70,16 @@ def run(args) -> int:
     if tasks not in ("none", ""):
         from study.extras import require_extra
         require_extra("eval", "study eval with lm-eval tasks (--tasks none: held-out perplexity only)")
-    outcome = evaluate_run(args.run_dir, step=args.step, tasks=tasks, limit=args.limit,
-                           batch_size=args.batch_size, tokens=args.tokens, data_dir=args.data_dir,
-                           ppl=not args.no_ppl, device=args.device, dtype=args.dtype,
-                           bootstrap_iters=args.bootstrap_iters, allow_hub=not args.offline)
-    written = ", ".join(str(p) for p in dict.fromkeys(outcome.files)) or "nothing"
-    print(f"evaluated step {outcome.step}: wrote {written}")
+    from study.evaluate.run import resolve_device
+    from study.train.distributed import launched_group
+
+    # Under torchrun each rank scores its share of the held-out batches (rank 0 writes, and runs lm-eval).
+    with launched_group(cuda=resolve_device(args.device).type == "cuda") as launch:
+        outcome = evaluate_run(args.run_dir, step=args.step, tasks=tasks, limit=args.limit,
+                               batch_size=args.batch_size, tokens=args.tokens, data_dir=args.data_dir,
+                               ppl=not args.no_ppl, device=args.device, dtype=args.dtype,
+                               bootstrap_iters=args.bootstrap_iters, allow_hub=not args.offline)
+    if launch is None or launch.rank == 0:
+        written = ", ".join(str(p) for p in dict.fromkeys(outcome.files)) or "nothing"
+        print(f"evaluated step {outcome.step}: wrote {written}")
     return 0

@@ -6,6 +6,7 @@ section supplies the memory defaults that the flags below do not override).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -22,6 +23,10 @@ def register(sub) -> None:
     p.add_argument("--precision", choices=PRECISIONS, default=None, help="default: config (auto = bf16 autocast)")
     p.add_argument("--activation-checkpointing", action="store_true", default=None,
                    help="estimate with activation checkpointing (default: config)")
+    p.add_argument("--nodes", type=int, default=1, help="nodes the processes run on (default: 1)")
+    p.add_argument("--signal-delay-s", type=int, default=None, metavar="S",
+                   help="the checkpoint signal's lead before the time limit (default: SLURM's, 90 s as study "
+                        "submit sets it): is it long enough to write a checkpoint?")
     p.set_defaults(func=run)
 
 
@@ -39,6 +44,7 @@ def load_run_config(model: str):
 
 
 def gather(args) -> dict:
+    from study.cost import checkpoint_plan
     from study.errors import ConfigError
     from study.model.info import info, memory_estimate
 
@@ -57,6 +63,15 @@ def gather(args) -> dict:
         else args.activation_checkpointing,
     )
     out = info(cfg.model)
+    if args.nodes < 1 or args.world_size % args.nodes:
+        raise ConfigError(f"--nodes must be >= 1 and divide --world-size {args.world_size}, got {args.nodes}")
+    lead = args.signal_delay_s
+    if lead is None:
+        from study.clusters import BACKENDS
+        lead = BACKENDS["slurm"].signal_delay_s  # the lead SLURM jobs get by default
+    run_cfg = dataclasses.replace(cfg, train=dataclasses.replace(t, parallelism=args.parallelism or t.parallelism,
+                                                                 precision=args.precision or t.precision))
+    out["checkpoint"] = checkpoint_plan(run_cfg, world_size=args.world_size, nodes=args.nodes, lead_s=lead)
     out["memory"] = {
         **memory, "micro_batch": micro_batch, "world_size": args.world_size,
         "parallelism": args.parallelism or t.parallelism, "precision": args.precision or t.precision,
@@ -96,4 +111,7 @@ def run(args) -> int:
     width = max(len(k) for k, _ in rows)
     for key, value in rows:
         print(f"{key:<{width}}  {value}")
+    from study.cost import checkpoint_lines
+    for line in checkpoint_lines(out["checkpoint"]):
+        print(line)
     return 0

@@ -7,7 +7,6 @@ time limit) hands the saved run back to submitit to requeue; study.dispatch expl
 
 from __future__ import annotations
 
-import datetime as _dt
 import logging
 import os
 import signal
@@ -42,14 +41,6 @@ def _submitit_usr_handler():
     return sig, None
 
 
-def _wants_cuda(cfg) -> bool:
-    if cfg.train.device == "cpu":
-        return False
-    import torch
-
-    return cfg.train.device == "cuda" or torch.cuda.is_available()
-
-
 def init_distributed(env, cfg) -> bool:
     """Start the process group for a multi-task job (True if this call started it).
 
@@ -64,19 +55,20 @@ def init_distributed(env, cfg) -> bool:
         return False
     from submitit.helpers import TorchDistributedEnvironment
 
+    from study.train.distributed import Launch, start_group
+    from study.train.runtime import wants_cuda
+
     denv = TorchDistributedEnvironment().export(set_cuda_visible_devices=False, overwrite=True)
-    cuda = _wants_cuda(cfg)
+    cuda = wants_cuda(cfg.train)
     if cuda:
         visible = [d for d in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if d.strip()]
         if len(visible) > 1:  # all of the node's GPUs are visible: keep this task's own
             os.environ["CUDA_VISIBLE_DEVICES"] = visible[denv.local_rank % len(visible)]
         elif not visible:
             os.environ["CUDA_VISIBLE_DEVICES"] = str(denv.local_rank)
-    backend = "nccl" if cuda else "gloo"
-    dist.init_process_group(backend=backend, init_method="env://", rank=denv.rank, world_size=denv.world_size,
-                            timeout=_dt.timedelta(minutes=30))
-    log.info("process group %s rank %d/%d master %s:%s", backend, denv.rank, denv.world_size, denv.master_addr,
-             denv.master_port)
+    start_group(Launch.from_env(), cuda=cuda)  # the variables export() just set: torchrun's contract
+    log.info("process group %s rank %d/%d master %s:%s", "nccl" if cuda else "gloo", denv.rank, denv.world_size,
+             denv.master_addr, denv.master_port)
     return True
 
 

@@ -7,6 +7,8 @@
 2. Loads the checkpoint with study.evaluate.load.load_for_eval (weights and ProRes alphas).
 3. Held-out perplexity on exactly the packed sequences of the in-training evaluation (heldout_batches with
    cfg.eval.tokens and cfg.eval.batch_size, same dtype rule as the trainer) -> one eval.jsonl row, source "eval".
+   Under a process group (`torchrun --nproc-per-node N -m study eval ...`) every rank loads the model and scores
+   its share of the batches (study.perplexity), and rank 0 writes the row and runs step 4 alone.
 4. lm-eval in process (lm_eval.simple_evaluate over StudyLM) -> lm_eval/step_XXXXXXX.json (results of every
    evaluation of that step, merged by task) and lm_eval.json (a copy of the step file just written).
 """
@@ -24,7 +26,6 @@ from pathlib import Path
 import torch
 
 from study import console
-from study.errors import StudyError
 from study.timeutil import now
 
 logger = logging.getLogger(__name__)
@@ -168,16 +169,16 @@ def evaluate_run(run_dir, *, step="latest", tasks="paper", limit: int | None = N
     perplexity budget (default cfg.eval.tokens). `data_dir`: local copies of hub datasets (default
     cfg.eval.lm_eval_data_dir)."""
     from study.evaluate import tasks as tasks_mod
-    from study.evaluate.load import load_for_eval
+    from study.evaluate.load import load_for_eval, read_run
     from study.perplexity import dtype_name, eval_row
-    from study.results import RunDir
+    from study.train.distributed import Dist
 
     log = log or logger.info
-    rd = RunDir(run_dir)
-    if not rd.exists():
-        raise StudyError(f"{rd.path} is not a run directory (no config.yaml)")
-    cfg = rd.read_config()
-    task_names = [] if tasks in (None, "none", "") else tasks_mod.expand(tasks)
+    rd, cfg = read_run(run_dir)
+    d = Dist.current()  # under torchrun: each rank scores its share of the held-out batches, rank 0 writes
+    if not d.main:
+        log = logger.debug
+    task_names = [] if tasks in (None, "none", "") or not d.main else tasks_mod.expand(tasks)
     data_dir = data_dir if data_dir is not None else cfg.eval.lm_eval_data_dir
     dev = resolve_device(device)
 
@@ -199,10 +200,11 @@ def evaluate_run(run_dir, *, step="latest", tasks="paper", limit: int | None = N
             batches = heldout_batches(cfg.data, tok, seq_len=cfg.model.seq_len,
                                       tokens=int(tokens or cfg.eval.tokens), batch_size=cfg.eval.batch_size)
             row = eval_row(model, batches, step=loaded.step, data_cfg=cfg.data, seq_len=cfg.model.seq_len,
-                           source="eval", device=dev, dtype=amp)
-            rd.append_jsonl("eval.jsonl", row)
+                           source="eval", device=dev, dtype=amp, rank=d.rank, world=d.world)
             outcome.eval_row = row
-            outcome.files.append(rd.path / "eval.jsonl")
+            if d.main:
+                rd.append_jsonl("eval.jsonl", row)
+                outcome.files.append(rd.path / "eval.jsonl")
             log(f"  held-out {row['dataset']}/{row['split']}: loss {row['loss']:.4f}  ppl {row['ppl']:.3f}  "
                 f"({row['tokens']} tokens)")
 

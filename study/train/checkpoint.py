@@ -1,18 +1,21 @@
-"""Atomic, verifiable checkpoints.
+"""Atomic, verifiable checkpoint folders, and the single-file layout.
 
-checkpoints/step_XXXXXXX/ holds model.pt (weights and the ProRes alpha buffers), optim.pt (AdamW and LR
-scheduler), trainer.pt + trainer.json (RNG states and data-stream positions: the tensors, and everything else as
-JSON), state.json (step, tokens, alphas, run id, in plain text) and MANIFEST.json (size and sha256 of every file).
-It is written into a temporary folder and renamed into place, so a checkpoint folder either is complete or
-does not exist; the manifest catches what happens to it afterwards (a truncated copy, a bad disk). Loading
-walks from the newest checkpoint back to the first that verifies. Temporary folders of a save that was killed
-or hit a full disk are removed when the next save fails or the next run starts (reclaim_temporary).
+checkpoints/step_XXXXXXX/ holds model.pt (weights and the ProRes alpha buffers), optim.pt (AdamW), trainer.pt +
+trainer.json (RNG states, data-stream position and LR scheduler: the tensors, and everything else as JSON),
+state.json (step, tokens, alphas, run id, in plain text) and MANIFEST.json (size and sha256 of every file); a
+sharded (FSDP) checkpoint holds dcp/ instead of model.pt and optim.pt (study.train.sharded). It is written into a
+temporary folder (`begin`), completed and fsynced (`write_files`, `finish`) and renamed into place (`publish`),
+so a checkpoint folder either is complete or does not exist; the manifest catches what happens to it afterwards
+(a truncated copy, a bad disk). Loading walks from the newest checkpoint back to the first that verifies.
+Temporary folders of a save that was killed or hit a full disk are removed when the save fails or the next run
+starts (reclaim_temporary). study.train.checkpointer saves and loads through these, for both layouts.
 Every .pt file is read with torch.load(weights_only=True): tensors and plain containers only, so a planted or
 shared run directory cannot run code when it is resumed or evaluated.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -92,8 +95,11 @@ def read_trainer_state(folder: Path) -> dict:
     if not (folder / "trainer.json").exists():
         raise CheckpointError(f"checkpoint {folder} has no trainer.json: it was written by an older version whose "
                               f"trainer.pt is a general pickle, which is never loaded (it could run code)")
-    tensors = torch.load(folder / "trainer.pt", map_location="cpu", weights_only=True)
-    return decode_trainer_state(tensors, json.loads((folder / "trainer.json").read_text()))
+    tensors = read_file(folder, "trainer.pt")
+    try:
+        return decode_trainer_state(tensors, json.loads((folder / "trainer.json").read_text()))
+    except (OSError, ValueError, KeyError) as exc:
+        raise CheckpointError(f"checkpoint {folder} cannot be read: {type(exc).__name__}: {exc}") from exc
 
 
 def reclaim_temporary(ckpt_root: Path) -> list[Path]:
@@ -127,32 +133,59 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def save(ckpt_root: Path, step: int, *, model_state: dict, optim_state: dict, trainer_state: dict,
-         state: dict, keep: int) -> Path:
-    """Write checkpoint `step` atomically, point checkpoints/latest at it, keep the newest `keep`."""
-    ckpt_root = Path(ckpt_root)
-    tmp = begin(ckpt_root, step)
+class _HashingWriter:
+    """A binary file that hashes what is written through it: the manifest's sha256 without reading the file back."""
+
+    def __init__(self, fh, name: str):
+        self.fh, self.name, self.digest, self.bytes = fh, name, hashlib.sha256(), 0
+
+    def write(self, data) -> int:
+        self.digest.update(data)
+        self.bytes += len(data)
+        return self.fh.write(data)
+
+    def flush(self) -> None:
+        self.fh.flush()
+
+    def __repr__(self) -> str:  # names the file in an OSError's message, like an open file's repr
+        return f"<checkpoint file {self.name}>"
+
+
+def write_files(tmp: Path, objects: dict[str, object]) -> dict:
+    """torch.save each of `objects` ({file name: object}) into folder `tmp`, fsynced; returns their manifest
+    entries ({name: {'bytes', 'sha256'}}), hashed while written. On failure the folder is removed at once (a full
+    disk gives its space back now, not at the next start)."""
+    known = {}
     try:
-        torch.save(model_state, tmp / "model.pt")
-        torch.save(optim_state, tmp / "optim.pt")
-    except BaseException:  # a full disk (or a kill): give the space back now, not at the next start
+        for name, obj in objects.items():
+            with open(tmp / name, "wb") as fh:
+                writer = _HashingWriter(fh, str(tmp / name))
+                torch.save(obj, writer)
+                fh.flush()
+                os.fsync(fh.fileno())
+            known[name] = {"bytes": writer.bytes, "sha256": writer.digest.hexdigest()}
+    except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    finish(tmp, trainer_state, state)
-    return publish(ckpt_root, tmp, step, keep)
+    return known
 
 
-def finish(tmp: Path, trainer_state: dict, state: dict) -> None:
+def finish(tmp: Path, trainer_state: dict, state: dict, known: dict | None = None) -> None:
     """Complete a checkpoint folder whose weights are written (model.pt/optim.pt, or a sharded dcp/ folder):
-    trainer state, state.json and a MANIFEST of every file, all on disk before publish() makes it visible. On
-    failure the folder is removed at once."""
+    trainer state, state.json and a MANIFEST of every file, all on disk before publish() makes it visible.
+    `known`: manifest entries of files hashed already (while written, or by the rank that wrote them); the rest
+    are hashed here. On failure the folder is removed at once."""
+    known = known or {}
     try:
         write_trainer_state(tmp, trainer_state)
         (tmp / "state.json").write_text(json.dumps(state, indent=1) + "\n")
         files = sorted(p for p in tmp.rglob("*") if p.is_file() and p.name != "MANIFEST.json")
-        manifest = {str(p.relative_to(tmp)): {"bytes": p.stat().st_size, "sha256": sha256_file(p)} for p in files}
+        manifest = {}
+        for p in files:
+            name = str(p.relative_to(tmp))
+            manifest[name] = known.get(name) or {"bytes": p.stat().st_size, "sha256": sha256_file(p)}
         (tmp / "MANIFEST.json").write_text(json.dumps(manifest, indent=1) + "\n")
-        for path in (*files, tmp / "MANIFEST.json"):
+        for path in (*(p for p in files if str(p.relative_to(tmp)) not in known), tmp / "MANIFEST.json"):
             with open(path, "rb") as fh:
                 os.fsync(fh.fileno())
         for folder in sorted({p.parent for p in files} - {tmp}):
@@ -247,17 +280,18 @@ def find(ckpt_root: Path, step: int | str = "latest") -> Path:
     return path
 
 
-def load_files(path: Path, *, map_location="cpu") -> dict:
-    """Read a verified checkpoint folder: {'model', 'optim', 'trainer', 'state'}."""
-    path = Path(path)
+def read_file(path: Path, name: str):
+    """One .pt file of a verified checkpoint folder, tensors only (weights_only): a file that verified but does
+    not unpickle is reported in one line, not as a traceback from deep inside torch."""
     try:
-        return {
-            "model": torch.load(path / "model.pt", map_location=map_location, weights_only=True),
-            "optim": torch.load(path / "optim.pt", map_location=map_location, weights_only=True),
-            "trainer": read_trainer_state(path),
-            "state": json.loads((path / "state.json").read_text()),
-        }
-    except CheckpointError:
-        raise
-    except Exception as exc:  # a file that verified but does not unpickle: report it, don't crash deep inside
+        return torch.load(Path(path) / name, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise CheckpointError(f"checkpoint {path} cannot be read: {type(exc).__name__}: {exc}") from exc
+
+
+def read_state(path: Path) -> dict:
+    """state.json of a checkpoint folder (step, tokens, alphas, run id)."""
+    try:
+        return json.loads((Path(path) / "state.json").read_text())
+    except (OSError, ValueError) as exc:
         raise CheckpointError(f"checkpoint {path} cannot be read: {type(exc).__name__}: {exc}") from exc

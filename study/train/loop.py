@@ -17,7 +17,9 @@ import contextlib
 import json
 import logging
 import math
+import os
 import random
+import socket
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,7 +36,8 @@ from study.errors import CheckpointError, ConfigError, StorageError
 from study.perplexity import eval_row
 from study.results import FINAL_STATES, RunDir, RunStatus, check_results_root, provenance
 from study.train import checkpoint as ckpt
-from study.train import parallel, runtime, sharded
+from study.train import parallel, runtime
+from study.train.checkpointer import Checkpointer
 from study.train.distributed import Dist
 from study.train.optim import build_optimizer, build_scheduler
 from study.train.probes import ProbeWriter
@@ -71,10 +74,11 @@ class _Trainer:
         self.rd = RunDir.for_config(cfg, root, axes)
         self.step = 0
         self.tokens = 0
+        self.saver: Checkpointer | None = None
 
     # ---------------------------------------------------------------------------------------------
     def run(self) -> RunResult:
-        self.device = runtime.select_device(self.cfg.train, self.dist)
+        self.device = runtime.select_device(self.cfg.train)
         self.precision = runtime.precision(self.cfg.train, self.device)
         runtime.check_memory(self.cfg, self.device, self.precision, self.dist)  # before allocating or writing anything
         self.lease = self._own()
@@ -96,6 +100,8 @@ class _Trainer:
                     raise
                 raise error from exc
         finally:
+            if self.saver is not None:  # a save in flight finishes while this process still owns the run
+                self.saver.close()
             if self.lease is not None:
                 self.lease.release()
 
@@ -142,14 +148,14 @@ class _Trainer:
         self.stream = open_stream(cfg.data, self.tok, seq_len=cfg.model.seq_len, seed=cfg.train.seed,
                                    rank=d.rank, world_size=d.world)
         needs_eval = cfg.eval.every > 0 or cfg.eval.at_end
-        # A sharded (FSDP) model can only run forward on all ranks together: then every rank evaluates.
-        self.collective_eval = cfg.train.parallelism == "fsdp" and d.active
+        # Every rank evaluates its share of the held-out batches (study.perplexity); a sharded (FSDP) model can
+        # only run forward on all ranks together, so there they run in lockstep.
+        self.sharded_model = cfg.train.parallelism == "fsdp" and d.active
         self.heldout = (heldout_batches(cfg.data, self.tok, seq_len=cfg.model.seq_len, tokens=cfg.eval.tokens,
-                                        batch_size=cfg.eval.batch_size)
-                        if needs_eval and (d.main or self.collective_eval) else None)
+                                        batch_size=cfg.eval.batch_size) if needs_eval else None)
         self.probes = ProbeWriter(self.rd, cfg, self._probe_batch()) if d.main and cfg.train.probe_every else None
 
-        if self.collective_eval and cfg.train.probe_every:
+        if self.sharded_model and cfg.train.probe_every:
             from study.errors import ConfigError
             raise ConfigError("parallelism fsdp: per-layer probes run on rank 0 and cannot use a sharded model; "
                               "set train.probe_every=0 (probe a checkpoint instead)", key="train.probe_every")
@@ -158,6 +164,8 @@ class _Trainer:
         self.optimizer = build_optimizer(self.model, cfg.optim, device=self.device)
         self.scheduler = build_scheduler(self.optimizer, cfg.optim, cfg.train.steps)
         self.forward = self.wrapped.forward
+        self.saver = Checkpointer(self.rd.checkpoints, d, sharded=self.wrapped.kind == "fsdp",
+                                  keep=cfg.train.keep_checkpoints)
 
         self.micro = cfg.train.micro_batch
         per_rank = cfg.train.global_batch // d.world
@@ -192,6 +200,8 @@ class _Trainer:
         if refusal is not None:
             raise (ConfigError if refusal[0] == "ConfigError" else CheckpointError)(refusal[1])
         path = d.broadcast(str(path) if path else None)
+        # Every process of the run, for the record (rank 0 writes it into run.json's provenance).
+        ranks = d.gather({"rank": d.rank, "host": socket.gethostname(), "pid": os.getpid(), "device": str(self.device)})
         if path is None:
             if d.main:
                 rd.write_config(cfg)
@@ -202,7 +212,7 @@ class _Trainer:
                     "method": cfg.method, "schedule": cfg.prores.schedule, "scale": cfg.model.scale,
                     "n_layers": cfg.model.n_layers, "params": self.info["params"], "T": cfg.prores.T,
                     "W": cfg.prores.W, "flops_per_token": self.info["flops_per_token"],
-                    "init_fingerprint": self.fingerprint, "provenance": provenance(self.argv),
+                    "init_fingerprint": self.fingerprint, "provenance": {**provenance(self.argv), "ranks": ranks},
                     "device": str(self.device), "precision": self.precision, "world_size": d.world,
                 })
                 rd.write_status(RunStatus.RUNNING, 0, error=None, diverged_step=None)
@@ -210,14 +220,7 @@ class _Trainer:
             if self.probes:
                 self.probes.write(self.model, 0)
             return
-        if sharded.is_sharded(path):  # FSDP: every rank reads its shards
-            files = sharded.load(Path(path), model=self.model, optimizer=self.optimizer)
-            self.scheduler.load_state_dict(files["trainer"]["scheduler"])
-        else:
-            files = ckpt.load_files(Path(path))
-            self.model.load_state_dict(files["model"])
-            self.optimizer.load_state_dict(files["optim"]["optimizer"])
-            self.scheduler.load_state_dict(files["optim"]["scheduler"])
+        files = self.saver.load(path, model=self.model, optimizer=self.optimizer, scheduler=self.scheduler)
         trainer = files["trainer"]
         runtime.set_rng_state(trainer["rng"])
         self.stream.load_state_dict(trainer["data"])  # the same on every rank (ranks stride one global stream)
@@ -227,7 +230,8 @@ class _Trainer:
             for name in ("metrics.jsonl", "eval.jsonl", "probes.jsonl"):
                 rd.truncate_jsonl(name, self.step)
             run = rd.read_run()
-            run.setdefault("resumes", []).append({"step": self.step, "provenance": provenance(self.argv),
+            run.setdefault("resumes", []).append({"step": self.step,
+                                                  "provenance": {**provenance(self.argv), "ranks": ranks},
                                                   **({"changed": changed} if changed else {})})
             rd.write_run(run)
             if changed:  # config.yaml says what produces the rows from here on; run.json when it changed
@@ -353,7 +357,7 @@ class _Trainer:
                 if at_probe and self.probes:
                     self.probes.write(self.model, self.step)
                 if at_ckpt or stopping:
-                    self._save()
+                    self._save(final=final or stopping)
                 if stopping and self.step < total:
                     if d.main:
                         rd.write_status(RunStatus.INTERRUPTED, self.step, signal=self.stop.signum)
@@ -397,36 +401,24 @@ class _Trainer:
         return RunResult(self.rd.path, RunStatus.DIVERGED, step)
 
     def _evaluate(self) -> None:
-        """Held-out perplexity through the same function as `study eval`, so the two rows agree exactly."""
-        if self.heldout and (self.dist.main or self.collective_eval):
+        """Held-out perplexity through the same function as `study eval`, so the two rows agree exactly; each
+        rank scores its share of the batches and the sums are all-reduced (study.perplexity)."""
+        if self.heldout:
             dtype = torch.bfloat16 if self.precision == "bf16" else None
             row = eval_row(self.model, self.heldout, step=self.step, data_cfg=self.cfg.data,
-                           seq_len=self.cfg.model.seq_len, source="train", device=self.device, dtype=dtype)
+                           seq_len=self.cfg.model.seq_len, source="train", device=self.device, dtype=dtype,
+                           rank=self.dist.rank, world=self.dist.world, lockstep=self.sharded_model)
             self.model.train()
             if self.dist.main:
                 self.rd.append_jsonl("eval.jsonl", row)
-        self.dist.barrier()
 
-    def _save(self) -> None:
-        data_state = self.stream.state_dict()  # identical on every rank: no gather needed
-        if self.wrapped.kind == "fsdp":  # collective: every rank writes its shards into one folder
-            state = {"step": self.step, "tokens": self.tokens, "alpha": self.model.alphas().tolist(),
-                     "run_id": run_id(self.cfg), "world_size": self.dist.world}
-            sharded.save(self.rd.checkpoints, self.step, dist=self.dist, model=self.model, optimizer=self.optimizer,
-                         trainer_state={"rng": runtime.rng_state(), "data": data_state,
-                                        "scheduler": self.scheduler.state_dict()},
-                         state={**state, "sharded": True}, keep=self.cfg.train.keep_checkpoints)
-            if self.dist.main:
-                self.rd.write_status(RunStatus.RUNNING, self.step, checkpoint_step=self.step)
-            self.dist.barrier()
-            return
-        if self.dist.main:
-            ckpt.save(self.rd.checkpoints, self.step,
-                      model_state=self.model.state_dict(),
-                      optim_state={"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict()},
-                      trainer_state={"rng": runtime.rng_state(), "data": data_state},
-                      state={"step": self.step, "tokens": self.tokens, "alpha": self.model.alphas().tolist(),
-                             "run_id": run_id(self.cfg), "world_size": self.dist.world},
-                      keep=self.cfg.train.keep_checkpoints)
-            self.rd.write_status(RunStatus.RUNNING, self.step, checkpoint_step=self.step)
-        self.dist.barrier()
+    def _save(self, *, final: bool = False) -> None:
+        """Checkpoint this step: a snapshot, then written in the background (study.train.checkpointer); the final
+        or stop save returns once published. status.json's checkpoint_step follows each published save."""
+        published = self.saver.save(
+            self.step, model=self.model, optimizer=self.optimizer, scheduler=self.scheduler,
+            trainer_state={"rng": runtime.rng_state(), "data": self.stream.state_dict()},  # same on every rank
+            state={"step": self.step, "tokens": self.tokens, "alpha": self.model.alphas().tolist(),
+                   "run_id": run_id(self.cfg), "world_size": self.dist.world}, wait=final)
+        if published is not None and self.dist.main:
+            self.rd.write_status(RunStatus.RUNNING, self.step, checkpoint_step=published)

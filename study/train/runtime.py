@@ -16,20 +16,23 @@ from study.cost import device_peak_flops
 from study.errors import ConfigError, StorageError
 from study.train.distributed import Dist
 
-__all__ = ["select_device", "precision", "peak_flops", "rng_state", "set_rng_state", "check_memory",
+__all__ = ["wants_cuda", "select_device", "precision", "peak_flops", "rng_state", "set_rng_state", "check_memory",
            "storage_error"]
 
 
-def select_device(train_cfg, d: Dist) -> torch.device:
-    want = train_cfg.device
-    if want == "auto":
-        want = "cuda" if torch.cuda.is_available() else "cpu"
-    if want == "cuda":
-        if not torch.cuda.is_available():
-            raise ConfigError("CUDA requested but no GPU is visible", key="train.device")
-        torch.cuda.set_device(d.rank % torch.cuda.device_count())
-        return torch.device("cuda", torch.cuda.current_device())
-    return torch.device("cpu")
+def wants_cuda(train_cfg) -> bool:
+    """Whether the run trains on GPUs (train.device cuda, or auto with a GPU visible)."""
+    return train_cfg.device == "cuda" or (train_cfg.device == "auto" and torch.cuda.is_available())
+
+
+def select_device(train_cfg) -> torch.device:
+    """The run's device: the CPU, or the current GPU (a launched process's own GPU: study.train.distributed
+    selects it from the local rank before starting the process group)."""
+    if not wants_cuda(train_cfg):
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        raise ConfigError("CUDA requested but no GPU is visible", key="train.device")
+    return torch.device("cuda", torch.cuda.current_device())
 
 
 def precision(train_cfg, device: torch.device) -> str:

@@ -1,18 +1,19 @@
-"""Sharded checkpoints for FSDP2 runs through torch.distributed.checkpoint, in the atomic folder scheme of
-study.train.checkpoint.
+"""Sharded checkpoints of FSDP2 runs through torch.distributed.checkpoint (DCP): the 'sharded' layout of
+study.train.checkpointer, in the atomic folder scheme of study.train.checkpoint.
 
 checkpoints/step_XXXXXXX/ of a sharded run holds
-    dcp/            model + optimizer state written by every rank (dcp.save; `.metadata` plus one file per rank)
+    dcp/            model + optimizer state written by every rank (`.metadata` plus __<rank>_<n>.distcp per rank)
     trainer.pt      RNG states and the LR scheduler (rank 0): tensors only (checkpoint.write_trainer_state)
     trainer.json    the rest of that state (data-stream position, counters) as JSON
     state.json      step, tokens, alphas, ...
     MANIFEST.json   size and sha256 of every file above, dcp/ files included
-All ranks write into ONE temporary folder whose name rank 0 chooses and broadcasts; after a barrier rank 0
-writes trainer.pt, state.json and the manifest and renames the folder into place, so a sharded checkpoint too
-either is complete or does not exist, and checkpoint.verify / latest_valid / find work on it unchanged.
+All ranks write into ONE temporary folder whose name rank 0 chooses; once every rank's shards are written
+(`write`, each rank hashing its own files) rank 0 writes the rest and renames the folder into place, so a sharded
+checkpoint too either is complete or does not exist, and checkpoint.verify / latest_valid / find work on it
+unchanged.
 
 `load_full_model_state(path)` reads the model of a sharded checkpoint in ONE process without a process group
-(study.evaluate.load.load_for_eval uses it).
+(`study eval` uses it through checkpointer.model_state).
 
 Safe loading: torch.distributed.checkpoint unpickles dcp/.metadata with plain `pickle.load`, so before handing a
 folder to it, `check_metadata` reads that file with an unpickler that only knows the classes DCP metadata is
@@ -22,14 +23,13 @@ payloads DCP reads with weights_only=True itself; trainer.pt is tensors only.
 
 from __future__ import annotations
 
-import json
 import pickle
 from pathlib import Path
 
 import torch
 
 from study.errors import CheckpointError
-from study.train import checkpoint as ckpt
+from study.fsutil import sha256_file
 
 DCP_DIR = "dcp"
 _METADATA_MODULES = ("torch.distributed.checkpoint.metadata", "torch.distributed.checkpoint.filesystem",
@@ -62,47 +62,36 @@ def is_sharded(path) -> bool:
     return (Path(path) / DCP_DIR).is_dir()
 
 
-def save(ckpt_root: Path, step: int, *, dist, model, optimizer, trainer_state: dict, state: dict,
-         keep: int) -> Path | None:
-    """Collective: every rank calls it. Returns the final folder on rank 0, None elsewhere."""
-    import torch.distributed.checkpoint as dcp
+def state_dicts(model, optimizer) -> dict:
+    """{'model', 'optim'}: this rank's shards (DTensors) of the model and AdamW state, as DCP saves them."""
     from torch.distributed.checkpoint.state_dict import get_state_dict
 
-    ckpt_root = Path(ckpt_root)
-    tmp = None
-    if dist.main:
-        tmp = ckpt.begin(ckpt_root, step)
-    tmp = Path(dist.broadcast(str(tmp) if tmp else None))
     model_sd, optim_sd = get_state_dict(model, optimizer)
-    dcp.save({"model": model_sd, "optim": optim_sd}, checkpoint_id=str(tmp / DCP_DIR))
-    dist.barrier()
-    final = None
-    if dist.main:
-        ckpt.finish(tmp, trainer_state, state)
-        final = ckpt.publish(ckpt_root, tmp, step, keep)
-    dist.barrier()
-    return final
+    return {"model": model_sd, "optim": optim_sd}
 
 
-def load(path: Path, *, model, optimizer) -> dict:
-    """Collective: load model + optimizer of sharded checkpoint `path` in place (resharded to this group).
-    Returns {'trainer', 'state'} like checkpoint.load_files (without 'model'/'optim')."""
+def write(tmp: Path, staged: dict, *, rank: int, group) -> dict:
+    """Collective over `group`: write this rank's shards of `staged` (state_dicts() copied to host memory) into
+    tmp/dcp/; returns the manifest entries of the files this rank wrote (DCP names them __<rank>_<n>.distcp),
+    hashed here so that rank 0 does not read every rank's files back; rank 0's finish() hashes the rest."""
     import torch.distributed.checkpoint as dcp
-    from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
+
+    dcp.save(staged, checkpoint_id=str(Path(tmp) / DCP_DIR), process_group=group)
+    mine = sorted((Path(tmp) / DCP_DIR).glob(f"__{rank}_*.distcp"))
+    return {f"{DCP_DIR}/{p.name}": {"bytes": p.stat().st_size, "sha256": sha256_file(p)} for p in mine}
+
+
+def load(path: Path, *, model, optimizer) -> None:
+    """Collective: load model + optimizer of sharded checkpoint `path` in place (resharded to this group)."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import set_state_dict
 
     path = Path(path)
     check_metadata(path)
     try:
-        model_sd, optim_sd = get_state_dict(model, optimizer)
-        box = {"model": model_sd, "optim": optim_sd}
+        box = state_dicts(model, optimizer)
         dcp.load(box, checkpoint_id=str(path / DCP_DIR))
         set_state_dict(model, optimizer, model_state_dict=box["model"], optim_state_dict=box["optim"])
-        return {
-            "trainer": ckpt.read_trainer_state(path),
-            "state": json.loads((path / "state.json").read_text()),
-        }
-    except CheckpointError:
-        raise
     except Exception as exc:
         raise CheckpointError(f"sharded checkpoint {path} cannot be read: {type(exc).__name__}: {exc}") from exc
 
