@@ -1,4 +1,4 @@
-"""The token store: a data source tokenized once (`study data prepare`), read by every rank through numpy memmap.
+"""The token store: a data source tokenized once (`study data prepare`), read by every rank row by row (store_read).
 
 Layout of a store folder (default `<data.cache_dir>/stores/<key>/`, or `data.store_dir`):
 
