@@ -47,6 +47,15 @@ def spec(data_cfg, vocab_size: int) -> dict:
     return out
 
 
+def tokens_needed(cfg) -> int | None:
+    """Training tokens a run (a RunConfig) reads from its store: steps x global_batch packed sequences of
+    seq_len tokens, plus one (consecutive sequences share a token: the next one's first input is this one's
+    last label). None in `pad` packing: a sequence is a document, whatever its length."""
+    if cfg.data.packing != "pack":
+        return None
+    return cfg.train.steps * cfg.train.global_batch * cfg.model.seq_len + 1
+
+
 def store_key(data_cfg, vocab_size: int) -> str:
     return cache.stable_hash(spec(data_cfg, vocab_size))
 
