@@ -32,6 +32,7 @@ import os
 import tempfile
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import common  # noqa: F401  (sys.path)
 import numpy as np
@@ -80,6 +81,7 @@ def make_stream(folder, manifest, *, rank: int, world: int, seq: int, seed: int 
         packing = "pack"
 
     stream = StoreStream.__new__(StoreStream)
+    stream.store = SimpleNamespace(capped=False)  # the whole synthetic source, never cut by --max-tokens
     stream.split = (view or SplitView)(Path(folder) / "train", manifest["shards"], np.uint16)
     stream.tok, stream.cfg, stream.packing, stream.seq_len, stream.seed = _Tok(), _Cfg(), "pack", seq, seed
     stream.rank, stream.world_size, stream.sequences = rank, world, 0

@@ -11,7 +11,15 @@ from pathlib import Path
 import numpy as np
 
 from study.data.hf_tokenizer import load_tokenizer_dir
-from study.data.store_manifest import SPLITS, STORE_FORMAT, StoreError, prepare_command, spec, store_path
+from study.data.store_manifest import (
+    SPLITS,
+    STORE_FORMAT,
+    StoreError,
+    prepare_command,
+    spec,
+    store_path,
+    tokens_needed,
+)
 from study.errors import DataError
 from study.fsutil import sha256_file
 
@@ -139,6 +147,16 @@ class TokenStore:
         self.train = SplitView(path / "train", manifest["splits"]["train"]["shards"], dtype)
         self.heldout = SplitView(path / "heldout", manifest["splits"]["heldout"]["shards"], dtype)
 
+    @property
+    def capped(self) -> bool:
+        """Cut by `study data prepare --max-tokens` before the source's end (its training split is a prefix)."""
+        return self.manifest.get("complete") is False
+
+    def too_short(self, need: str) -> StoreError:
+        return _refuse(self.path, f"holds {self.train.tokens:,} training tokens (prepared with --max-tokens "
+                                  f"{self.manifest.get('max_tokens'):,}), fewer than {need}; delete it and prepare "
+                                  f"it again with a larger --max-tokens (or point data.store_dir elsewhere)")
+
 
 _OPEN: dict[str, TokenStore] = {}
 
@@ -211,19 +229,21 @@ def store_of(tok) -> TokenStore:
 
 
 def check_ready(cells_or_cfgs) -> list[tuple[Path, str]]:
-    """(store path, problem) for every distinct store a list of RunConfigs needs that is not usable."""
-    problems, seen = [], set()
+    """(store path, problem) for every distinct store a list of RunConfigs (or grid cells) needs that is not
+    usable: not prepared, damaged, or cut (--max-tokens) below the training tokens of the cell that needs most."""
+    needs: dict[Path, tuple] = {}
     for cfg in cells_or_cfgs:
         cfg = getattr(cfg, "config", cfg)
-        if not cfg.data.store:
-            continue
-        path = store_path(cfg.data, cfg.model.vocab_size)
-        if path in seen:
-            continue
-        seen.add(path)
+        if cfg.data.store:
+            path = store_path(cfg.data, cfg.model.vocab_size)
+            _, most = needs.get(path, (cfg, 0))
+            needs[path] = (cfg, max(most, tokens_needed(cfg) or 0))
+    problems = []
+    for path, (cfg, need) in needs.items():
         try:
-            open_store(cfg.data, cfg.model.vocab_size)
+            store = open_store(cfg.data, cfg.model.vocab_size)
+            if store.capped and store.train.tokens < need:
+                raise store.too_short(f"the {need:,} its runs train on")
         except DataError as exc:
             problems.append((path, str(exc)))
     return problems
-
