@@ -51,3 +51,26 @@ def test_grid_show_prints_the_disk_plan(capsys):
     cells = json.loads(capsys.readouterr().out)
     assert {c["store"]["train_tokens"] for c in cells} == {100_000 * 512 * 1024 + 1}
     assert all(c["disk"]["rows"]["metrics.jsonl"] == 100_000 for c in cells)
+
+
+def test_store_disk_before_and_after_preparing(cache_dir, tmp_path):
+    import random
+
+    from study.config import resolve
+    from study.data import store as store_mod
+    from study.data.store_manifest import tokens_needed
+    from tests.test_store import _doc
+
+    rng = random.Random(7)
+    (tmp_path / "d.jsonl").write_text("".join(json.dumps({"text": _doc(rng)}) + "\n" for _ in range(1200)))
+    cfg = resolve({"model": {"scale": "tiny", "seq_len": 32}, "train": {"steps": 40, "global_batch": 8},
+                   "data": {"source": "files", "paths": [str(tmp_path / "d.jsonl")], "cache_dir": str(cache_dir),
+                            "store": True, "store_dir": str(tmp_path / "store")}})
+    need = tokens_needed(cfg)
+    (plan,) = cost.store_disk([cfg])
+    assert not plan["prepared"] and plan["train_tokens"] == need == 40 * 8 * 32 + 1 and plan["bytes_per_token"] == 2
+    path = store_mod.prepare(cfg.data, cfg.model.vocab_size, max_tokens=need)
+    (done,) = cost.store_disk([cfg])
+    assert done["prepared"] and done["bytes"] == _size(p for p in path.glob("*/*") if p.suffix in (".bin", ".npy"))
+    train_bin = _size((path / "train").glob("*.bin"))
+    assert 2 * need <= train_bin < 2 * need + 2 * 256 * 200  # the cut rounds up to a whole unit (<= 256 documents)
