@@ -204,10 +204,7 @@ def pick_pair(col: Collection, *, need=("metrics",), prefer_method="pre-ln", pre
     pairs = analysis.pair_runs(col.runs, states=("completed",))
     if pairs.empty:
         raise Skip("no completed ProRes run has a completed baseline that differs only in prores.*")
-    have = {}
-    for table in need:
-        df = getattr(col, table)
-        have[table] = set(df["run_id"].astype(str).unique()) if len(df) and "run_id" in df else set()
+    have = {table: col.runs_with(table) for table in need}
     ok = pairs[[all(a in have[t] and b in have[t] for t in need)
                 for a, b in zip(pairs["prores_run_id"], pairs["baseline_run_id"], strict=True)]]
     if ok.empty:

@@ -40,18 +40,31 @@ def _grid_axes(grid_names):
     return fig, axes
 
 
-def _seed_bands(d: pd.DataFrame, groups: pd.Series, confidence: float = 0.95) -> pd.DataFrame:
+def _smoothed_loss(collection, run_id, beta: float) -> pd.DataFrame | None:
+    """step and EMA-smoothed train loss of one run (None without train metrics)."""
+    m = collection.metrics_for(run_id)
+    if m.empty or "loss" not in m:
+        return None
+    return pd.DataFrame({"step": m["step"].to_numpy(), "loss": analysis.ema(m["loss"].to_numpy(dtype=float), beta)})
+
+
+def _seed_bands(collection, members: dict, beta: float, confidence: float = 0.95) -> pd.DataFrame:
     """Mean and 95% t half-width over seeds of the smoothed loss, per seed group with >= 2 completed runs, at the
-    steps every run of the group logged. Columns: group, series, step, mean, half_width, n."""
+    steps every run of the group logged. members: group -> [(run_id, series)] of its completed runs with metrics,
+    in drawing order. One group's full-length curves are read at a time (a campaign's runs hold millions of
+    rows). Columns: group, series, step, mean, half_width, n."""
     out = []
-    done = d[d["state"] == "completed"].assign(group=lambda x: x["run_id"].map(groups))
-    for g, gd in done.groupby("group", sort=False):
+    for g, runs in members.items():
+        if len(runs) < 2:
+            continue
+        gd = pd.concat([_smoothed_loss(collection, rid, beta).assign(run_id=rid) for rid, _ in runs],
+                       ignore_index=True)
         wide = gd.pivot_table(index="step", columns="run_id", values="loss").dropna()
         n = wide.shape[1]
         if n < 2 or wide.empty:
             continue
         half = stats.t_half_width(wide.std(axis=1, ddof=1).to_numpy(), n, confidence)
-        out.append(pd.DataFrame({"group": g, "series": gd["series"].iloc[0], "step": wide.index.to_numpy(),
+        out.append(pd.DataFrame({"group": g, "series": runs[0][1], "step": wide.index.to_numpy(),
                                  "mean": wide.mean(axis=1).to_numpy(), "half_width": half, "n": n}))
     cols = ["group", "series", "step", "mean", "half_width", "n"]
     return pd.concat(out, ignore_index=True) if out else pd.DataFrame(columns=cols)
@@ -67,22 +80,23 @@ def loss_curves(collection, out_dir, *, beta: float = 0.99, grids=None, max_poin
     runs = collection.runs
     if grids is not None:
         runs = runs[runs["grid"].isin(grids)]
-    parts, full = [], []
+    groups = pd.Series(analysis.seed_group_keys(runs).to_numpy(), index=runs["run_id"].astype(str).to_numpy())
+    parts, members = [], {}
     for r in runs.itertuples():
-        m = collection.metrics_for(r.run_id)
-        if m.empty or "loss" not in m:
+        d = _smoothed_loss(collection, r.run_id, beta)
+        if d is None:
             continue
-        d = pd.DataFrame({"step": m["step"].to_numpy(), "loss": analysis.ema(m["loss"].to_numpy(dtype=float), beta)})
-        full.append(_labelled(d.copy(), r))
-        parts.append(_labelled(downsample(d, max_points, "loss"), r))
+        part = _labelled(downsample(d, max_points, "loss"), r)
+        parts.append(part)
+        if r.state == "completed":
+            members.setdefault(groups[r.run_id], []).append((r.run_id, part["series"].iloc[0]))
     if not parts:
         raise Skip("no run has train metrics")
     data, grid_names = _stack(parts)
-    groups = pd.Series(analysis.seed_group_keys(runs).to_numpy(), index=runs["run_id"].astype(str).to_numpy())
-    bands = _seed_bands(pd.concat(full, ignore_index=True), groups)  # bands from the full series: same steps
+    bands = _seed_bands(collection, members, beta)  # bands from the full series: same steps
     every = max(1, int(bands.groupby("group").size().max() // max_points)) if len(bands) else 1
-    bands = bands.groupby("group", sort=False, group_keys=False).apply(lambda b: b.iloc[::every]) \
-        if every > 1 else bands
+    if every > 1:  # every `every`-th step of each group (groupby.apply would drop the group column, pandas 3)
+        bands = bands[bands.groupby("group", sort=False).cumcount().to_numpy() % every == 0].reset_index(drop=True)
     banded = set(data.loc[data["run_id"].map(groups).isin(set(bands["group"])) & (data["state"] == "completed"),
                           "run_id"])
     with style():

@@ -39,12 +39,12 @@ NO_ACC_NORM = ("social_iqa", "winogrande", "race", "lambada_openai", "mmlu")  # 
 
 
 def _cfg(*, grid, method, scale, schedule="none", T=None, steps=STEPS, data=None, probe_every=0, lr=None,
-         train_seed=None):
+         train_seed=None, eval_every=EVAL_EVERY):
     raw = {"method": method, "recipe": "paper", "grid": grid, "model": {"scale": scale},
            "prores": {"schedule": schedule, **({"T": T} if T is not None else {})},
            "train": {"steps": steps, "log_every": 1, "probe_every": probe_every,
                      **({"seed": train_seed} if train_seed is not None else {})},
-           "eval": {"every": EVAL_EVERY}}
+           "eval": {"every": eval_every}}
     if data:
         raw["data"] = data
     if lr is not None:
@@ -73,7 +73,8 @@ def write_run(root, *, grid: str, method: str, scale: str, schedule: str = "none
               data: dict | None = None, eval_dataset: str = "default", probes: bool = False,
               lm_eval: dict | None = None, lr: float | None = None, truncate_metrics: bool = False,
               no_status: bool = False, no_run_json: bool = False, corrupt_config: bool = False,
-              error: str | None = None, train_seed: int | None = None) -> Path:
+              error: str | None = None, train_seed: int | None = None, eval_every: int = EVAL_EVERY,
+              probe_every: int = PROBE_EVERY) -> Path:
     """One run directory. The train loss decays to log(final_ppl) - 0.05; eval loss ends at log(final_ppl).
 
     spikes: number of single-step loss spikes (+3.0) and grad-norm spikes (x20) placed inside 10-90% of training.
@@ -81,7 +82,7 @@ def write_run(root, *, grid: str, method: str, scale: str, schedule: str = "none
     seed: seeds only the synthetic noise; train_seed sets the config's train.seed (a seed sibling: another run id).
     """
     cfg = _cfg(grid=grid, method=method, scale=scale, schedule=schedule, T=T, steps=steps, data=data,
-               probe_every=PROBE_EVERY if probes else 0, lr=lr, train_seed=train_seed)
+               probe_every=probe_every if probes else 0, lr=lr, train_seed=train_seed, eval_every=eval_every)
     rid = config.run_id(cfg)
     name = f"{method}-{schedule}-{scale}-{rid[:6]}"
     run = Path(root) / grid / name
@@ -134,7 +135,7 @@ def write_run(root, *, grid: str, method: str, scale: str, schedule: str = "none
 
     # eval
     ev = []
-    for s in range(EVAL_EVERY, last + 1, EVAL_EVERY):
+    for s in range(eval_every, last + 1, eval_every):
         if diverge_at is not None and s >= diverge_at:
             el = float("nan")
         else:
@@ -145,7 +146,7 @@ def write_run(root, *, grid: str, method: str, scale: str, schedule: str = "none
     (run / "eval.jsonl").write_text("".join(_dumps(r) + "\n" for r in ev))
 
     if probes:
-        _write_probes(run, cfg, last, schedule, rng)
+        _write_probes(run, cfg, last, schedule, rng, probe_every)
     if lm_eval is not None:
         (run / "lm_eval.json").write_text(json.dumps(_lm_eval_json(lm_eval, last), indent=1))
 
@@ -205,7 +206,7 @@ def write_grid(root, grid, ppl, **kw) -> list[Path]:
     return [write_cell(root, c, ppl(c), **kw) for c in grid.all_cells]
 
 
-def _write_probes(run: Path, cfg, last: int, schedule: str, rng) -> None:
+def _write_probes(run: Path, cfg, last: int, schedule: str, rng, every: int) -> None:
     import torch
 
     L, steps = cfg.model.n_layers, cfg.train.steps
@@ -213,7 +214,7 @@ def _write_probes(run: Path, cfg, last: int, schedule: str, rng) -> None:
     (run / "probes").mkdir(exist_ok=True)
     final = torch.from_numpy(rng.normal(size=(L, 4, 16))).float()
     prores_on = schedule != "none"
-    for s in range(0, last + 1, PROBE_EVERY):
+    for s in range(0, last + 1, every):
         a = prores.alphas(schedule, s, L, cfg.prores.T)
         frac = s / steps
         for layer in range(1, L + 1):
@@ -371,6 +372,30 @@ def make_synthetic_root(root, *, steps: int = STEPS) -> dict:
     man["states"] = {"partial": 1, "running": 1, "failed": 1, "diverged": 1}
     man["n_runs"] = len(man["runs"])
     return man
+
+
+def write_paper_main_root(root, *, steps: int = 100_000) -> int:
+    """The shape of grids/paper/main.yaml's results: its 42 runs (seven methods, without and with ProRes linear
+    T = 1000, at 130M, 350M and 1.3B), each with `steps` metric rows, held-out evals and probes every 1000 steps
+    (small probe tensors), lm_eval.json at 1.3B; final perplexities 2% above Table 2's. Returns the run count."""
+    t2, t3, t4 = _paper("t2"), _paper("t3"), _paper("t4")
+    col3 = {"lambada_openai": "lambada", "social_iqa": "siqa"}
+    n = 0
+    for method in presets.METHOD_LABELS:
+        label = presets.METHOD_LABELS[method]
+        for scale, paper_scale in (("130m", "130M"), ("350m", "350M"), ("1.3b", "1.3B")):
+            for on in (False, True):
+                lm = None
+                if scale == "1.3b":
+                    p3, p4 = (_cell(t, method=label, prores=str(on).lower()) for t in (t3, t4))
+                    lm = {task: float(p3[col3.get(task, task)]) + 0.5 for task in PAPER_TASKS}
+                    lm.update(wikitext=float(p4["wikitext"]) + 1.0, lambada_ppl=float(p4["lambada"]) + 1.0)
+                ppl = float(_cell(t2, method=label, prores=str(on).lower(), scale=paper_scale)["ppl"]) * 1.02
+                write_run(root, grid="paper-main", method=method, scale=scale, schedule="linear" if on else "none",
+                          T=1000 if on else None, steps=steps, final_ppl=ppl, seed=n, probes=True, lm_eval=lm,
+                          spikes=0 if on else 2, eval_every=1000, probe_every=1000)
+                n += 1
+    return n
 
 
 @pytest.fixture(scope="session")

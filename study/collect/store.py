@@ -12,6 +12,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from study.fsutil import atomic_dir
@@ -50,6 +51,18 @@ class Collection:
         if df.empty or "run_id" not in df:
             return df.iloc[0:0]
         return df[df["run_id"] == run_id].reset_index(drop=True)
+
+    def runs_with(self, table: str) -> set[str]:
+        """The run ids that have rows in `table`, read from the run_id column's codes (no copy of a table that
+        may hold millions of rows)."""
+        df = getattr(self, table)
+        if df.empty or "run_id" not in df:
+            return set()
+        ids = df["run_id"]
+        if isinstance(ids.dtype, pd.CategoricalDtype):
+            present = np.unique(ids.cat.codes.to_numpy())
+            return {str(ids.cat.categories[c]) for c in present if c >= 0}
+        return set(ids.astype(str).unique())
 
     def metrics_for(self, run_id: str) -> pd.DataFrame:
         return self._rows("metrics", run_id)

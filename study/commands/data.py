@@ -3,11 +3,11 @@
     study data prepare grids/paper/main.yaml --workers 16    # once, where the source is readable
     study data info grids/paper/main.yaml                    # where the store is, and whether it is ready
 
-A grid's cells that share their data (source, splits, tokenizer) share one store, prepared once. The store is
-tokenized in parallel by `--workers` workers (threads for a local corpus with a fast tokenizer, else processes),
-one unit (a source file shard, or 256 documents of a local corpus) at a time; the result does not depend on the
-number of workers. Re-running resumes a partial store and
-does nothing for a finished one.
+A grid's cells that share their data (source, splits, tokenizer) share one store, prepared once, up to the
+training tokens the cell that needs most trains on (`--max-tokens`). The store is tokenized in parallel by
+`--workers` workers (threads for a local corpus with a fast tokenizer, else processes), one unit (a parquet row
+group or another shard of a dataset, or 256 documents of a local corpus) at a time; the result does not depend
+on the number of workers. Re-running resumes a partial store and does nothing for a finished one.
 """
 
 from __future__ import annotations
@@ -32,6 +32,11 @@ def register(sub) -> None:
                        help="override a config value (run configs only; repeatable)")
         q.add_argument("--json", action="store_true", help="print one JSON object")
         if name == "prepare":
+            q.add_argument("--max-tokens", type=int, default=None, metavar="N",
+                           help="stop once the store holds N training tokens (whole units in source order, the "
+                                "same store on any number of workers; 0: the whole source). Default: what the "
+                                "config, or the grid's largest cell, trains on (train.steps x global_batch x "
+                                "seq_len + 1; the whole source in pad packing)")
             q.add_argument("--workers", type=int, default=None,
                            help="tokenizing workers per machine: threads for a local corpus with a fast "
                                 "tokenizer, else processes (default: the CPUs available to this process; "
@@ -47,8 +52,10 @@ def register(sub) -> None:
         q.set_defaults(func=run)
 
 
-def data_configs(target: str, overrides: list[str]) -> list:
-    """The distinct (data config, vocab size) pairs a run config or a grid needs, as RunConfigs with the store on."""
+def data_configs(target: str, overrides: list[str]) -> list[tuple]:
+    """The distinct (data config, vocab size) pairs a run config or a grid needs, as (RunConfig with the store
+    on, the training tokens the cells sharing its store need at most: 0, the whole source, when one of them
+    packs by document)."""
     import dataclasses
     from pathlib import Path
 
@@ -71,16 +78,25 @@ def data_configs(target: str, overrides: list[str]) -> list:
         cfgs = [c.config for c in load_grid(path).cells()]
     else:
         cfgs = [config.load(path, overrides)]
-    out, seen = [], set()
-    from study.data.store import store_path
+    out: dict[str, tuple] = {}
+    from study.data.store_manifest import store_path, tokens_needed
 
     for cfg in cfgs:
         cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, store=True))
         key = str(store_path(cfg.data, cfg.model.vocab_size))
-        if key not in seen:
-            seen.add(key)
-            out.append(cfg)
-    return out
+        first, most = out.get(key, (cfg, None))
+        need = tokens_needed(cfg)
+        out[key] = (first, 0 if need is None or most == 0 else max(most or 0, need))
+    return list(out.values())
+
+
+def _max_tokens(args, need: int) -> int:
+    """--max-tokens, checked, or the cells' need (data_configs)."""
+    from study.errors import ConfigError
+
+    if args.max_tokens is not None and args.max_tokens < 0:
+        raise ConfigError(f"--max-tokens must be >= 0 (0: the whole source), got {args.max_tokens}", key="--max-tokens")
+    return need if args.max_tokens is None else args.max_tokens
 
 
 def _usable_cpus() -> int:
@@ -98,26 +114,32 @@ def run(args) -> int:
     if args.data_command == "prepare" and args.cluster:
         return _submit(args, cfgs)
     rows = []
-    for cfg in cfgs:
+    for cfg, need in cfgs:
         if args.data_command == "prepare":
             workers = args.workers or _usable_cpus()
-            path = store.prepare(cfg.data, cfg.model.vocab_size, workers=workers)
+            path = store.prepare(cfg.data, cfg.model.vocab_size, workers=workers, max_tokens=_max_tokens(args, need))
         else:
             path = store.store_path(cfg.data, cfg.model.vocab_size)
-        row = {"store": str(path), "prepared": (path / "manifest.json").exists()}
+        row = {"store": str(path), "prepared": (path / "manifest.json").exists(), "needed_tokens": need or None}
         if row["prepared"]:
             m = store.open_store(cfg.data, cfg.model.vocab_size).manifest
             row.update(train_tokens=m["splits"]["train"]["tokens"], heldout_tokens=m["splits"]["heldout"]["tokens"],
                        tokenizer=m["tokenizer"]["name"], source=m["source"]["describe"],
-                       seconds=m["prepared"]["seconds"], workers=m["prepared"]["workers"])
+                       seconds=m["prepared"]["seconds"], workers=m["prepared"]["workers"],
+                       max_tokens=m.get("max_tokens"), complete=m.get("complete", True))
         rows.append(row)
     if args.json:
         print(json.dumps(rows if len(rows) != 1 else rows[0], indent=1))
         return 0
     for row in rows:
         if row["prepared"]:
+            cut = ""
+            if not row["complete"]:
+                cut = f", cut at --max-tokens {row['max_tokens']:,}"
+                if (row["needed_tokens"] or 0) > row["train_tokens"]:
+                    cut += f"; short of the {row['needed_tokens']:,} its runs train on: prepare it again"
             print(f"{row['store']}: {row['train_tokens']:,} train and {row['heldout_tokens']:,} held-out tokens "
-                  f"({row['source']}, tokenizer {row['tokenizer']})")
+                  f"({row['source']}, tokenizer {row['tokenizer']}{cut})")
         else:
             print(f"{row['store']}: not prepared (run: study data prepare {args.config})")
     return 0
@@ -139,12 +161,13 @@ def _submit(args, cfgs) -> int:
     options = resolve_options({**cli, "gpus_per_node": 0, "tasks_per_node": 1, "nodes": 1},
                               load_profile(args.profile), {"time": 240})
     workers = args.workers or int(options["cpus_per_task"])
-    for cfg in cfgs:
+    for cfg, need in cfgs:
         path = store.store_path(cfg.data, cfg.model.vocab_size)
         logs = Path(args.logs) if args.logs else Path(f"{path}.partial") / ".submitit"
         executor = make_executor(args.cluster, logs, options, name="study-data-prepare")
         jobs, final = store.submit_prepare(cfg.data, cfg.model.vocab_size, executor, tasks=args.tasks,
-                                           workers=workers, after=backend(args.cluster).run_after)
+                                           workers=workers, after=backend(args.cluster).run_after,
+                                           max_tokens=_max_tokens(args, need))
         if not jobs:
             print(f"{path}: already prepared")
         elif final is None:

@@ -1,4 +1,5 @@
-"""`study grid show|validate GRID`: list a grid's cells with cost estimates, or check a grid file."""
+"""`study grid show|validate GRID`: list a grid's cells with cost estimates and the disk they will write, or check
+a grid file."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import json
 import textwrap
 
 from study import config as C
+from study import cost
 from study import grid as grid_mod
 
 
@@ -14,7 +16,8 @@ def register(subparsers) -> None:
                               description="Inspect a grid file: its cells, run names, ids and estimated cost.")
     sub = p.add_subparsers(dest="grid_command", required=True)
 
-    show = sub.add_parser("show", help="one row per cell: run name, run id, axes, params, tokens, GPU-hours")
+    show = sub.add_parser("show", help="one row per cell: run name, run id, axes, params, tokens, GPU-hours, "
+                                       "disk; then the grid's disk plan")
     show.add_argument("grid", help="grid file (or a name under grids/, e.g. paper/main)")
     show.add_argument("--where", action="extend", nargs="+", default=[], metavar="KEY=VALUE",
                       help="only cells whose axis (label or value) or resolved config key matches; "
@@ -54,6 +57,16 @@ def _si(value, unit: str = "") -> str:
     return f"{value:g}{unit}"
 
 
+def _bytes(value) -> str:
+    """Decimal units, as disks are sold and `df -H` counts: 1.61 GB = 1.61e9 bytes."""
+    if value is None:
+        return "-"
+    for factor, suffix in ((1e12, "TB"), (1e9, "GB"), (1e6, "MB"), (1e3, "kB")):
+        if abs(value) >= factor:
+            return f"{value / factor:.3g} {suffix}"
+    return f"{value:g} B"
+
+
 def _hours(value) -> str:
     return "-" if value is None else (f"{value:,.0f}" if value >= 100 else f"{value:.3g}")
 
@@ -65,22 +78,26 @@ def _show(args) -> int:
     world = args.gpus or max(1, int(grid.cluster.get("gpus_per_node") or 1)) * int(grid.cluster.get("nodes") or 1)
     est = [grid_mod.estimate(c, mfu=args.mfu, peak_flops=peak, world_size=world,
                              gpu_mem_bytes=args.gpu_mem_gb * 2**30) for c in cells]
+    disks = [cost.disk_plan(c) for c in cells]
+    stores = cost.store_disk(cells)
     if args.json:
         rows = [{
             "run_id": c.run_id, "run_name": c.run_name, "grid": c.grid, "axes": c.axes,
             "params": e["params"], "tokens": e["tokens"], "gpu_hours": e["gpu_hours"],
             "flops_per_token": e["flops_per_token"], "mfu": e["mfu"], "peak_flops": e["peak_flops"],
-            "memory_per_gpu": e["memory_per_gpu"], "fits": e["fits"], "gpus": world,
+            "memory_per_gpu": e["memory_per_gpu"], "fits": e["fits"], "gpus": world, "disk": disk,
+            "store": next((s for s in stores if s["path"] == str(_store_path(c))), None),
             "config": C.to_dict(c.config),
-        } for c, e in zip(cells, est, strict=True)]
+        } for c, e, disk in zip(cells, est, disks, strict=True)]
         print(json.dumps(rows, indent=1))
         return 0
 
-    header = ["run name", "run id", *grid.axis_names, "params", "tokens", "GPU-h", "mem/GPU"]
+    header = ["run name", "run id", *grid.axis_names, "params", "tokens", "GPU-h", "mem/GPU", "disk"]
     table = [[c.run_name, c.run_id, *(c.axes[a] for a in grid.axis_names), _si(e["params"]), _si(e["tokens"]),
-              _hours(e["gpu_hours"]), _memory(e)] for c, e in zip(cells, est, strict=True)]
+              _hours(e["gpu_hours"]), _memory(e), _bytes(_run_bytes(d))]
+             for c, e, d in zip(cells, est, disks, strict=True)]
     widths = [max(len(str(r[i])) for r in [header, *table]) for i in range(len(header))]
-    numeric = set(range(len(header) - 4, len(header)))
+    numeric = set(range(len(header) - 5, len(header)))
 
     def fmt(row):
         return "  ".join(str(v).rjust(w) if i in numeric else str(v).ljust(w)
@@ -88,6 +105,8 @@ def _show(args) -> int:
 
     print(f"# {grid.name} ({grid.source}): {len(cells)} of {len(grid.all_cells)} cells")
     for line in textwrap.wrap(grid.description, 110):
+        print(f"# {line}")
+    for line in _disk_lines(disks, stores):  # comment lines, like the description: the table stays parseable
         print(f"# {line}")
     print(fmt(header))
     for row in table:
@@ -110,3 +129,46 @@ def _memory(e) -> str:
     if e["memory_per_gpu"] is None:
         return "-"
     return f"{e['memory_per_gpu'] / 2**30:.1f}G" + ("!" if e["fits"] is False else "")
+
+
+def _store_path(cell):
+    from study.data.store_manifest import store_path
+
+    return store_path(cell.config.data, cell.config.model.vocab_size) if cell.config.data.store else None
+
+
+def _run_bytes(d: dict) -> int:
+    """What one run leaves on disk at its end: kept checkpoints, probes, metrics and eval rows."""
+    return d["checkpoints"] + d["probes"] + d["metrics"] + d["eval"]
+
+
+def _disk_lines(disks: list[dict], stores: list[dict]) -> list[str]:
+    """The grid's disk plan (study.cost.disk_plan, store_disk), in decimal units."""
+    def total(key):
+        return sum(d[key] for d in disks)
+
+    def spread(of):
+        lo, hi = _bytes(min(map(of, disks))), _bytes(max(map(of, disks)))
+        return lo if lo == hi else f"{lo}-{hi}"
+
+    if not disks:
+        return []
+    keeps = sorted({d["checkpoints"] // d["checkpoint"] for d in disks})
+    lines = [f"disk per run: checkpoint {spread(lambda d: d['checkpoint'])} (fp32 weights + AdamW state) x "
+             f"{'/'.join(map(str, keeps))} kept; probes {spread(lambda d: d['probes'])}; metrics + eval jsonl "
+             f"{spread(lambda d: d['metrics'] + d['eval'])}"]
+    runs = sum(_run_bytes(d) for d in disks)
+    for s in stores:
+        what = (f"{_si(s['train_tokens'])} train tokens, prepared" if s["prepared"] else
+                "the whole source (pad packing: no token cap), size unknown until prepared" if s["bytes"] is None
+                else f"{_si(s['train_tokens'])} train tokens the largest cell needs x {s['bytes_per_token']} B "
+                     f"+ held-out; not prepared yet")
+        lines.append(f"disk, token store {s['path']} ({s['cells']} cells): {_bytes(s['bytes'])} ({what})")
+    store_bytes = [s["bytes"] for s in stores]
+    known = None not in store_bytes
+    lines.append(f"disk total: checkpoints {_bytes(total('checkpoints'))} kept ({_bytes(total('checkpoints_peak'))}"
+                 f" while every run writes its next one), probes {_bytes(total('probes'))}, metrics + eval "
+                 f"{_bytes(total('metrics') + total('eval'))}: runs {_bytes(runs)}"
+                 + (f", with the token store{'s' if len(stores) > 1 else ''} "
+                    f"{_bytes(runs + sum(store_bytes))}" if stores and known else ""))
+    return lines

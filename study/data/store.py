@@ -1,4 +1,4 @@
-"""The token store: a data source tokenized once (`study data prepare`), read by every rank through numpy memmap.
+"""The token store: a data source tokenized once (`study data prepare`), read by every rank row by row (store_read).
 
 Layout of a store folder (default `<data.cache_dir>/stores/<key>/`, or `data.store_dir`):
 
@@ -10,17 +10,25 @@ Layout of a store folder (default `<data.cache_dir>/stores/<key>/`, or `data.sto
     heldout/000123.bin, .idx.npy   the same for the held-out split
 
 Units of work. The source is cut into units whose boundaries do not depend on the number of workers: one unit
-per file shard of a `datasets` IterableDataset (`IterableDataset.shard(n_shards, j)`: C4-en has 1024 train
-and 8 validation files), or per `UNIT_DOCS` documents of the bundled corpus / a `files` source. Unit j writes
-shard j of its split(s), so a store built by 1 worker is byte-identical to one built by N.
+per shard of a `datasets` IterableDataset after `reshard()` (a parquet file's row group; a whole file where
+datasets cannot split one: C4-en's 1024 train and 8 validation json.gz files), or per `UNIT_DOCS` documents of
+the bundled corpus / a `files` source (a `files` unit reads from its first document's byte offset). Unit j writes
+shard j of its split(s) batch by batch, so a store built by 1 worker is byte-identical to one built by N and a
+worker's memory does not grow with its unit.
+
+Cut (`max_tokens`, `study data prepare --max-tokens N`): the store keeps the shortest run of training units, in
+source order, whose training tokens reach N (units are done in waves and the finished prefix is checked between
+them); the manifest records `max_tokens` and `complete` (false when the source goes on past the cut). A cut store
+is refused where a config needs more (`check_ready`, `StoreStream`, a `prepare` asking for more).
 
 Held-out split: `data.eval_split` when set (C4's validation split, read whole: about 40M LLaMA tokens, the
 paper's 10M evaluation tokens are its first 10M); otherwise the documents whose id hashes below
 `data.heldout_fraction` (study.data.corpus.is_heldout), written by the same unit to the heldout folder.
 
-Key. The store folder is keyed by what its content depends on and can be computed offline from the config: the
-source (kind, paths / hub name / data files, splits, text field, held-out rule), the tokenizer (name; the
-vocabulary size and the bundled corpus' content for the default BPE) and `STORE_FORMAT`. Grid cells that differ
+Key. The store folder is keyed by what its content depends on and can be computed offline from the config, without
+reading the source: the source (kind, paths / hub name / data files, splits, text field, held-out rule; the
+bundled corpus by its version, `corpus.DEFAULT_CORPUS`), the tokenizer (name; the vocabulary size for the default
+BPE) and `STORE_FORMAT`. Grid cells that differ
 only in model, method or optimiser share one store. The manifest also records fingerprints measured while
 preparing (the source files' sizes and modification times or the bundled corpus' content; the tokenizer's
 vocabulary hash) and every shard's token count, size and sha256.

@@ -29,7 +29,9 @@ SPLITS = ("train", "heldout")
 
 
 def spec(data_cfg, vocab_size: int) -> dict:
-    """What the store's content depends on, computable offline from the config (the store's identity)."""
+    """What the store's content depends on, computable offline from the config (the store's identity), without
+    reading the source: training from a store needs the store only. The bundled corpus is named by its
+    version (corpus.DEFAULT_CORPUS); its content's fingerprint is in the manifest, checked when preparing."""
     d = data_cfg
     by_hash = d.source != "hf" or not d.eval_split
     out = {"format": STORE_FORMAT, "source": d.source, "text_field": d.text_field,
@@ -40,11 +42,20 @@ def spec(data_cfg, vocab_size: int) -> dict:
     elif d.source == "files":
         out.update(paths=list(d.paths))
     else:
-        out.update(corpus=corpus.default_fingerprint())
+        out.update(corpus=corpus.DEFAULT_CORPUS)
     if d.tokenizer == "default":  # the BPE is trained on the bundled corpus' training documents
         out.update(vocab_size=int(vocab_size), bpe_heldout_fraction=d.heldout_fraction,
-                   bpe_corpus=corpus.default_fingerprint())
+                   bpe_corpus=corpus.DEFAULT_CORPUS)
     return out
+
+
+def tokens_needed(cfg) -> int | None:
+    """Training tokens a run (a RunConfig) reads from its store: steps x global_batch packed sequences of
+    seq_len tokens, plus one (consecutive sequences share a token: the next one's first input is this one's
+    last label). None in `pad` packing: a sequence is a document, whatever its length."""
+    if cfg.data.packing != "pack":
+        return None
+    return cfg.train.steps * cfg.train.global_batch * cfg.model.seq_len + 1
 
 
 def store_key(data_cfg, vocab_size: int) -> str:

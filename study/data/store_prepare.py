@@ -16,9 +16,17 @@ from pathlib import Path
 from study import fsutil
 from study.data import cache, corpus
 from study.data.hf_tokenizer import load_tokenizer_dir, save_tokenizer
-from study.data.store_manifest import build_manifest, spec, store_path
+from study.data.store_manifest import SPLITS, StoreError, build_manifest, source_fingerprint, spec, store_path
 from study.data.store_read import open_store
-from study.data.store_units import marker_ok, plan_units, process_units, worker_jobs
+from study.data.store_units import (
+    UNITS_FORMAT,
+    Unit,
+    marker_ok,
+    plan_units,
+    process_units,
+    units_in_store,
+    worker_jobs,
+)
 from study.data.tokenizer import build_tokenizer
 from study.errors import DataError
 
@@ -96,17 +104,17 @@ def _pool_context():
 
 
 def prepare(data_cfg, vocab_size: int, *, workers: int = 1, units: list[int] | None = None,
-            finalize: bool = True) -> Path:
+            finalize: bool = True, max_tokens: int | None = None) -> Path:
     """Build the store of `data_cfg` (idempotent): returns its folder.
 
     `units` restricts the work to these unit positions (a job-array task's share); `finalize=False` leaves the
-    partial folder for another task to finish.
+    partial folder for another task to finish. `max_tokens`: stop at the shortest run of training units, in
+    source order, that holds at least this many training tokens (0: the whole source; None: what the partial
+    store records, else the whole source); the result depends on it, never on the workers.
     """
     path = store_path(data_cfg, vocab_size)
     if (path / "manifest.json").exists():
-        open_store(data_cfg, vocab_size)  # checks it
-        log.info("token store %s is already prepared", path)
-        return path
+        return _reuse(data_cfg, vocab_size, path, max_tokens)
     path.parent.mkdir(parents=True, exist_ok=True)
     # A job-array task (units given, no finalize) works on its own units only: no lock, so tasks run together
     # (their files are disjoint and every write is an atomic rename); whoever finalizes holds the lock.
@@ -117,13 +125,14 @@ def prepare(data_cfg, vocab_size: int, *, workers: int = 1, units: list[int] | N
         start = time.perf_counter()
         partial = Path(f"{path}.partial")
         partial.mkdir(parents=True, exist_ok=True)
-        my_spec = spec(data_cfg, vocab_size)
+        my_spec = {**spec(data_cfg, vocab_size), "units_format": UNITS_FORMAT}
         spec_file = partial / "spec.json"
         if spec_file.exists() and json.loads(spec_file.read_text()) != my_spec:
-            log.warning("%s was started for other data: rebuilding it", partial)
+            log.warning("%s was started for other data (or cut into units differently): rebuilding it", partial)
             shutil.rmtree(partial)
             partial.mkdir(parents=True)
         fsutil.atomic_write_text(spec_file, json.dumps(my_spec, sort_keys=True))
+        max_tokens = _recorded_cap(partial, max_tokens)
 
         # The tokenizer is saved first and every worker loads that copy: the store's tokens are the saved
         # tokenizer's, and the same copy is what training loads.
@@ -133,50 +142,38 @@ def prepare(data_cfg, vocab_size: int, *, workers: int = 1, units: list[int] | N
             built = build_tokenizer(dataclasses.replace(data_cfg, store=False), vocab_size=vocab_size)
             save_tokenizer(built, tok_dir)
 
-        finite = None if data_cfg.source == "hf" else list(corpus.finite_documents(data_cfg))  # parsed once
+        # The bundled corpus is parsed once, here (a `files` source is read by each unit from its position)
+        finite = list(corpus.finite_documents(data_cfg)) if data_cfg.source == "default" else None
         plan = plan_units(data_cfg, finite)
         todo = [u for k, u in enumerate(plan) if (units is None or k in units) and marker_ok(partial, u) is None]
-        log.info("token store %s: %d units, %d to do, %d workers", path, len(plan), len(todo), workers)
+        log.info("token store %s: %d units, %d to do, %d workers%s", path, len(plan), len(todo), workers,
+                 f", up to {max_tokens:,} training tokens" if max_tokens else "")
         parallel_start = time.perf_counter()
         if todo:
-            if workers <= 1:
-                work = [(u, None if finite is None else finite[u.start:u.stop]) for u in todo]
-                with _single_threaded_tokenizers():
-                    process_units(data_cfg, _worker_tokenizer(tok_dir), work, partial)
-            else:
-                jobs = worker_jobs(todo, finite, workers)
-                encoder = _worker_tokenizer(tok_dir) if finite is not None else None
-                if isinstance(encoder, _FastEncoder):
-                    # A finite source with a fast tokenizer: `workers` threads of this process. encode_batch
-                    # releases the GIL, so threads tokenize in parallel with one shared BPE cache and nothing to
-                    # fork or pickle (measured: 2 threads 1.7x faster than 1 at the same CPU per token, where 2
-                    # processes spent 9% more CPU per token).
-                    from concurrent.futures import ThreadPoolExecutor
-
-                    with _single_threaded_tokenizers(), ThreadPoolExecutor(min(workers, len(jobs))) as pool:
-                        for _ in pool.map(lambda job: process_units(data_cfg, encoder, job, partial), jobs):
-                            pass
-                else:
-                    # Streamed sources (reading a stream holds the GIL) and Python tokenizers: processes.
-                    init = (dataclasses.asdict(data_cfg), str(tok_dir))
-                    with _pool_context().Pool(min(workers, len(jobs)), initializer=_worker_init,
-                                              initargs=init) as pool:
-                        for _ in pool.imap_unordered(_worker_run, [(job, str(partial)) for job in jobs]):
-                            pass
+            with _runner(data_cfg, tok_dir, finite, workers, partial) as run:
+                for wave in _waves(todo, plan, partial, max_tokens, workers):
+                    run(wave)
         parallel_s = time.perf_counter() - parallel_start
         if not finalize:
             return path
         markers = [marker_ok(partial, u, hashes=False) for u in plan]  # hashed when resumed; sizes suffice here
-        missing = [u.name for u, m in zip(plan, markers, strict=True) if m is None]
+        kept = units_in_store(plan, markers, max_tokens)
+        missing = [plan[k].name for k in kept if markers[k] is None]
         if missing:
             raise DataError(f"token store {path}: {len(missing)} units not prepared yet (first: {missing[0]}); "
                             f"run `study data prepare` again to finish them")
+        _drop_other_units(partial, plan, kept)
         tok = _saved_tokenizer(tok_dir, built if data_cfg.tokenizer == "default" else None)
-        manifest = build_manifest(data_cfg, vocab_size, tok, plan, markers, workers, time.perf_counter() - start)
+        manifest = build_manifest(data_cfg, vocab_size, tok, [plan[k] for k in kept], [markers[k] for k in kept],
+                                  workers, time.perf_counter() - start)
         manifest["prepared"].update(units_s=round(parallel_s, 3),
-                                    units_cpu_s=round(sum(m.get("cpu_s", 0.0) for m in markers), 3))
+                                    units_cpu_s=round(sum(markers[k].get("cpu_s", 0.0) for k in kept), 3))
+        n_train = sum(1 for u in plan if "train" in u.splits)
+        manifest.update(max_tokens=max_tokens or None,
+                        complete=sum(1 for k in kept if "train" in plan[k].splits) == n_train)
         fsutil.atomic_write_text(partial / "manifest.json", json.dumps(manifest, indent=1))
         shutil.rmtree(partial / "units", ignore_errors=True)
+        (partial / CAP_FILE).unlink(missing_ok=True)
         try:
             os.rename(partial, path)
         except OSError:
@@ -189,15 +186,115 @@ def prepare(data_cfg, vocab_size: int, *, workers: int = 1, units: list[int] | N
     return path
 
 
-def submit_prepare(data_cfg, vocab_size: int, executor, *, tasks: int, workers: int, after=None):
+CAP_FILE = "max_tokens.json"  # in the partial folder: the cap the preparation was started with
+
+
+def _recorded_cap(partial: Path, max_tokens: int | None) -> int:
+    """The cap to use (0: none): `max_tokens` when given (and recorded for the job array's other tasks and its
+    finalize job), else the one the partial store records."""
+    f = partial / CAP_FILE
+    if max_tokens is None:
+        return json.loads(f.read_text())["max_tokens"] if f.exists() else 0
+    if max_tokens < 0:
+        raise DataError(f"--max-tokens must be >= 0 (0: the whole source), got {max_tokens}")
+    fsutil.atomic_write_text(f, json.dumps({"max_tokens": int(max_tokens)}))
+    return int(max_tokens)
+
+
+def _reuse(data_cfg, vocab_size: int, path: Path, max_tokens: int | None) -> Path:
+    """A finished store, checked (open_store; the bundled corpus' content, which its key does not hold; enough
+    training tokens for `max_tokens`)."""
+    manifest = open_store(data_cfg, vocab_size).manifest
+    if data_cfg.source == "default" and manifest["source"]["fingerprint"] != source_fingerprint(data_cfg):
+        raise StoreError(f"token store {path} was prepared from another version of the bundled corpus; delete it "
+                         f"and prepare it again")
+    have = manifest["splits"]["train"]["tokens"]
+    if max_tokens and not manifest.get("complete", True) and have < max_tokens:
+        raise StoreError(f"token store {path} holds {have:,} training tokens (prepared with --max-tokens "
+                         f"{manifest.get('max_tokens'):,}), {max_tokens:,} asked for; delete it and prepare it "
+                         f"again with the larger --max-tokens, or point data.store_dir elsewhere")
+    log.info("token store %s is already prepared", path)
+    return path
+
+
+def _waves(todo: list[Unit], plan: list[Unit], partial: Path, max_tokens: int, workers: int):
+    """`todo` in waves: all of it at once without a cap; with one, training units in source order, a few per
+    worker at a time (local units hold 256 documents: at least 64 of them, for large encoding batches), until the
+    finished units at the start of the plan hold `max_tokens` training tokens. The units past the cut that get
+    done anyway are at most one wave's."""
+    if not max_tokens:
+        yield todo
+        return
+    yield [u for u in todo if "train" not in u.splits]  # an eval split's units: always whole
+    train = [u for u in todo if "train" in u.splits]
+    size = 2 * workers if any(u.hf_split for u in plan) else max(2 * workers, 64)
+    cursor, total = 0, 0  # the finished prefix of the plan so far (finished units stay finished)
+    for i in range(0, len(train), size):
+        while cursor < len(plan) and total < max_tokens:
+            unit = plan[cursor]
+            marker = marker_ok(partial, unit, hashes=False) if "train" in unit.splits else {}
+            if marker is None:
+                break
+            total += marker["shards"]["train"]["tokens"] if marker else 0
+            cursor += 1
+        if total >= max_tokens:
+            return
+        yield train[i:i + size]
+
+
+def _drop_other_units(partial: Path, plan: list[Unit], kept: list[int]) -> None:
+    """Remove what the store does not hold: shards of units past the cut, and temporary files of interrupted
+    writes."""
+    keep = {f"{plan[k].index:06d}" for k in kept}
+    for split in SPLITS:
+        folder = partial / split
+        for f in folder.iterdir() if folder.is_dir() else ():
+            if f.name.startswith(".") or f.name.split(".")[0] not in keep:
+                f.unlink()
+
+
+@contextlib.contextmanager
+def _runner(data_cfg, tok_dir: Path, finite: list | None, workers: int, partial: Path):
+    """run(units): tokenize and write these units, by this thread (1 worker), worker threads (a local corpus
+    with a fast tokenizer: encode_batch releases the GIL, so threads tokenize in parallel with one shared BPE
+    cache and nothing to fork or pickle; measured: 2 threads 1.7x faster than 1 at the same CPU per token, where
+    2 processes spent 9% more CPU per token) or worker processes (streamed sources, whose reading holds the GIL,
+    and Python tokenizers)."""
+    if workers <= 1:
+        encoder = _worker_tokenizer(tok_dir)
+
+        def run(todo):
+            work = [(u, None if finite is None else finite[u.start:u.stop]) for u in todo]
+            process_units(data_cfg, encoder, work, partial)
+
+        with _single_threaded_tokenizers():
+            yield run
+        return
+    encoder = _worker_tokenizer(tok_dir) if data_cfg.source != "hf" else None
+    if isinstance(encoder, _FastEncoder):
+        from concurrent.futures import ThreadPoolExecutor
+
+        with _single_threaded_tokenizers(), ThreadPoolExecutor(workers) as pool:
+            yield lambda todo: list(pool.map(lambda job: process_units(data_cfg, encoder, job, partial),
+                                             worker_jobs(todo, finite, workers)))
+        return
+    init = (dataclasses.asdict(data_cfg), str(tok_dir))
+    with _pool_context().Pool(workers, initializer=_worker_init, initargs=init) as pool:
+        yield lambda todo: list(pool.imap_unordered(_worker_run, [(job, str(partial))
+                                                                 for job in worker_jobs(todo, finite, workers)]))
+
+
+def submit_prepare(data_cfg, vocab_size: int, executor, *, tasks: int, workers: int, after=None,
+                   max_tokens: int | None = None):
     """Prepare the store as a job array of `tasks` tasks (each its share of the units, `workers` processes),
     then finalize: as a job the scheduler starts once the array succeeded, when `after(executor, jobs)` can make
     the executor's next submission wait for them (its backend's run_after, study.clusters), else here after
-    waiting for the array. Returns (array jobs, finalize job or None when finalized here)."""
+    waiting for the array. Returns (array jobs, finalize job or None when finalized here). `max_tokens` (see
+    `prepare`) is recorded in the partial store, where the tasks and the finalize job read it."""
     path = store_path(data_cfg, vocab_size)
     if (path / "manifest.json").exists():
         return [], None
-    prepare(data_cfg, vocab_size, units=[], finalize=False)  # spec, tokenizer copy, plan check: once, here
+    prepare(data_cfg, vocab_size, units=[], finalize=False, max_tokens=max_tokens)  # spec, tokenizer, cap: once
     n = len(plan_units(data_cfg))
     tasks = max(1, min(tasks, n))
     shares = [list(range(k, n, tasks)) for k in range(tasks)]

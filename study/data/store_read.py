@@ -1,22 +1,65 @@
-"""Reading a prepared token store: checked on opening, then read through numpy memmap (study.data.store describes
-the store). Every rank opens it; nothing here writes.
+"""Reading a prepared token store: checked on opening, then read row by row at exact offsets (study.data.store
+describes the store). Every rank opens it; nothing here writes.
 """
 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
 
 from study.data.hf_tokenizer import load_tokenizer_dir
-from study.data.store_manifest import SPLITS, STORE_FORMAT, StoreError, prepare_command, spec, store_path
+from study.data.store_manifest import (
+    SPLITS,
+    STORE_FORMAT,
+    StoreError,
+    prepare_command,
+    spec,
+    store_path,
+    tokens_needed,
+)
 from study.errors import DataError
 from study.fsutil import sha256_file
 
 
+def _open_for_random_reads(path: Path):
+    """`path` opened for reads at exact offsets (os.pread), the kernel's read-ahead off where the OS allows it.
+    Training reads rows of a few KiB in random order; read-ahead would pull in the window around each one
+    (benchmarks/store_read.py --cold: 393x the tokens delivered with memmaps, about 3x, the page rounding, here)."""
+    fh = open(path, "rb", buffering=0)  # noqa: SIM115 (kept open for the life of the view; closed with it)
+    if hasattr(os, "posix_fadvise"):
+        os.posix_fadvise(fh.fileno(), 0, 0, os.POSIX_FADV_RANDOM)
+    return fh
+
+
+def _pread(fh, nbytes: int, offset: int) -> bytes:
+    """Exactly `nbytes` from `offset` (a read may return fewer bytes than asked for)."""
+    chunks = []
+    while nbytes > 0:
+        chunk = os.pread(fh.fileno(), nbytes, offset)
+        if not chunk:
+            raise StoreError(f"{fh.name} ends before byte {offset + nbytes} (truncated since the store was opened?)")
+        chunks.append(chunk)
+        nbytes, offset = nbytes - len(chunk), offset + len(chunk)
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+def _npy_data(path: Path) -> tuple[int, np.dtype]:
+    """Byte offset and dtype of the data of a 1-d .npy file."""
+    with open(path, "rb") as fh:
+        version = np.lib.format.read_magic(fh)
+        read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else \
+            np.lib.format.read_array_header_2_0
+        _, _, dtype = read_header(fh)
+        return fh.tell(), np.dtype(dtype)
+
+
 class SplitView:
-    """One split of a store as a virtual concatenation of its shards (memmaps opened on first use)."""
+    """One split of a store as a virtual concatenation of its shards. Tokens are read with one os.pread per row
+    (no memmap: a page fault per 4 KiB and the read-ahead around it cost more than the row on a cold cache or a
+    shared filesystem); files are opened on first use."""
 
     def __init__(self, folder: Path, shards: list[dict], dtype):
         self.folder, self.dtype = folder, np.dtype(dtype)
@@ -25,8 +68,8 @@ class SplitView:
         np.cumsum([s["tokens"] for s in self.shards], out=self.starts[1:])
         self.doc_starts = np.zeros(len(self.shards) + 1, dtype=np.int64)
         np.cumsum([s["documents"] for s in self.shards], out=self.doc_starts[1:])
-        self._maps: dict[int, np.memmap] = {}
-        self._idx: dict[int, np.ndarray] = {}
+        self._bins: dict[int, object] = {}
+        self._idx: dict[int, tuple] = {}  # shard -> (file, data offset, dtype) of its .idx.npy
 
     @property
     def tokens(self) -> int:
@@ -36,62 +79,62 @@ class SplitView:
     def documents(self) -> int:
         return int(self.doc_starts[-1])
 
-    def _map(self, k: int) -> np.ndarray:
-        m = self._maps.get(k)
-        if m is None:
-            m = np.memmap(self.folder / f"{self.shards[k]['file']}.bin", dtype=self.dtype, mode="r")
-            self._maps[k] = m
-        return m
+    def _bin(self, k: int):
+        fh = self._bins.get(k)
+        if fh is None:
+            fh = self._bins[k] = _open_for_random_reads(self.folder / f"{self.shards[k]['file']}.bin")
+        return fh
 
-    def read(self, start: int, n: int) -> np.ndarray:
-        """Tokens [start, start + n) as int64 (may span shards)."""
+    def _local(self, k: int, local: int, n: int) -> np.ndarray:
+        """Tokens [local, local + n) of shard k, in the store's dtype."""
+        size = self.dtype.itemsize
+        return np.frombuffer(_pread(self._bin(k), n * size, local * size), dtype=self.dtype)
+
+    def _raw(self, start: int, n: int) -> np.ndarray:
         if start < 0 or start + n > self.tokens:
             raise IndexError(f"tokens [{start}, {start + n}) outside the split's {self.tokens}")
         k = int(np.searchsorted(self.starts, start, side="right")) - 1
         parts, pos, need = [], start, n
         while need:
-            local = pos - int(self.starts[k])
             take = min(need, int(self.starts[k + 1]) - pos)
-            parts.append(self._map(k)[local:local + take])
+            parts.append(self._local(k, pos - int(self.starts[k]), take))
             pos, need, k = pos + take, need - take, k + 1
-        return (parts[0] if len(parts) == 1 else np.concatenate(parts)).astype(np.int64)
+        return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
-    def _index(self, k: int) -> np.ndarray:
-        idx = self._idx.get(k)
-        if idx is None:
-            idx = np.load(self.folder / f"{self.shards[k]['file']}.idx.npy", mmap_mode="r")
-            self._idx[k] = idx
-        return idx
+    def read(self, start: int, n: int) -> np.ndarray:
+        """Tokens [start, start + n) as int64 (may span shards)."""
+        return self._raw(start, n).astype(np.int64)
 
     def rows(self, starts: np.ndarray, length: int) -> np.ndarray:
-        """Tokens [s, s + length) for every s in `starts` as an int64 [n, length] array: one memmap gather per
-        shard for the rows inside a shard, `read` for the few that cross a shard boundary."""
+        """Tokens [s, s + length) for every s in `starts` as an int64 [n, length] array, one read per row."""
         starts = np.asarray(starts, dtype=np.int64)
         out = np.empty((len(starts), length), dtype=np.int64)
-        k = np.searchsorted(self.starts, starts, side="right") - 1
-        inside = starts + length <= self.starts[np.minimum(k + 1, len(self.shards))]
-        offsets = np.arange(length, dtype=np.int64)
-        for shard in np.unique(k[inside]):
-            sel = np.flatnonzero(inside & (k == shard))
-            local = starts[sel] - self.starts[shard]
-            out[sel] = self._map(int(shard))[local[:, None] + offsets[None, :]]
-        for i in np.flatnonzero(~inside):
-            out[i] = self.read(int(starts[i]), length)
+        for i, s in enumerate(starts.tolist()):
+            out[i] = self._raw(s, length)
         return out
 
+    def _doc_bounds(self, k: int, j: int) -> tuple[int, int]:
+        """idx[j], idx[j + 1] of shard k: where its document j starts and ends, read alone."""
+        if k not in self._idx:
+            path = self.folder / f"{self.shards[k]['file']}.idx.npy"
+            self._idx[k] = (_open_for_random_reads(path), *_npy_data(path))
+        fh, offset, dtype = self._idx[k]
+        a, b = np.frombuffer(_pread(fh, 2 * dtype.itemsize, offset + j * dtype.itemsize), dtype=dtype)
+        return int(a), int(b)
+
     def document_end(self, pos: int) -> int:
-        """End (exclusive, after its EOS) of the document holding token `pos`."""
+        """End (exclusive, after its EOS) of the document holding token `pos` (a binary search of its shard's
+        index: once per held-out set, not per training row)."""
         k = int(np.searchsorted(self.starts, pos, side="right")) - 1
-        idx = self._index(k)
+        idx = np.load(self.folder / f"{self.shards[k]['file']}.idx.npy", mmap_mode="r")
         j = int(np.searchsorted(idx, pos - int(self.starts[k]), side="right"))
         return int(self.starts[k]) + int(idx[j])
 
     def document(self, i: int) -> np.ndarray:
         """Document i (in store order) with its EOS, as int64."""
         k = int(np.searchsorted(self.doc_starts, i, side="right")) - 1
-        idx = self._index(k)
-        j = i - int(self.doc_starts[k])
-        return self._map(k)[int(idx[j]):int(idx[j + 1])].astype(np.int64)
+        a, b = self._doc_bounds(k, i - int(self.doc_starts[k]))
+        return self._local(k, a, b - a).astype(np.int64)
 
 
 class TokenStore:
@@ -103,6 +146,16 @@ class TokenStore:
         dtype = np.dtype(manifest["dtype"])
         self.train = SplitView(path / "train", manifest["splits"]["train"]["shards"], dtype)
         self.heldout = SplitView(path / "heldout", manifest["splits"]["heldout"]["shards"], dtype)
+
+    @property
+    def capped(self) -> bool:
+        """Cut by `study data prepare --max-tokens` before the source's end (its training split is a prefix)."""
+        return self.manifest.get("complete") is False
+
+    def too_short(self, need: str) -> StoreError:
+        return _refuse(self.path, f"holds {self.train.tokens:,} training tokens (prepared with --max-tokens "
+                                  f"{self.manifest.get('max_tokens'):,}), fewer than {need}; delete it and prepare "
+                                  f"it again with a larger --max-tokens (or point data.store_dir elsewhere)")
 
 
 _OPEN: dict[str, TokenStore] = {}
@@ -176,19 +229,21 @@ def store_of(tok) -> TokenStore:
 
 
 def check_ready(cells_or_cfgs) -> list[tuple[Path, str]]:
-    """(store path, problem) for every distinct store a list of RunConfigs needs that is not usable."""
-    problems, seen = [], set()
+    """(store path, problem) for every distinct store a list of RunConfigs (or grid cells) needs that is not
+    usable: not prepared, damaged, or cut (--max-tokens) below the training tokens of the cell that needs most."""
+    needs: dict[Path, tuple] = {}
     for cfg in cells_or_cfgs:
         cfg = getattr(cfg, "config", cfg)
-        if not cfg.data.store:
-            continue
-        path = store_path(cfg.data, cfg.model.vocab_size)
-        if path in seen:
-            continue
-        seen.add(path)
+        if cfg.data.store:
+            path = store_path(cfg.data, cfg.model.vocab_size)
+            _, most = needs.get(path, (cfg, 0))
+            needs[path] = (cfg, max(most, tokens_needed(cfg) or 0))
+    problems = []
+    for path, (cfg, need) in needs.items():
         try:
-            open_store(cfg.data, cfg.model.vocab_size)
+            store = open_store(cfg.data, cfg.model.vocab_size)
+            if store.capped and store.train.tokens < need:
+                raise store.too_short(f"the {need:,} its runs train on")
         except DataError as exc:
             problems.append((path, str(exc)))
     return problems
-

@@ -113,6 +113,8 @@ class StoreStream:
         if n < 1:
             raise ValueError(f"batch size must be >= 1, got {n}")
         total = n * self.world_size
+        if self.store.capped and self.sequences + total > self.per_epoch:  # a cut store is never read twice
+            raise self.store.too_short(f"{self.sequences + total:,} sequences of {self.seq_len + 1} tokens")
         mine = self.sequences + np.arange(self.rank, total, self.world_size, dtype=np.int64)
         inputs, labels = self._rows(self.global_order(mine))
         self.sequences += total
