@@ -37,6 +37,7 @@ Packing = Literal["pack", "pad"]
 Precision = Literal["auto", "fp32", "bf16", "bf16-pure"]
 Device = Literal["auto", "cpu", "cuda"]
 Parallelism = Literal["ddp", "fsdp"]
+Tracker = Literal["tensorboard", "wandb"]
 
 NORMS: tuple[str, ...] = typing.get_args(Norm)
 NORM_ALIASES = {"deeppost": "deepnorm", "sandwich_post": "sandwich"}  # official NORM_TYPE spellings
@@ -49,6 +50,7 @@ PACKING: tuple[str, ...] = typing.get_args(Packing)
 PRECISIONS: tuple[str, ...] = typing.get_args(Precision)
 DEVICES: tuple[str, ...] = typing.get_args(Device)
 PARALLELISMS: tuple[str, ...] = typing.get_args(Parallelism)
+TRACKERS: tuple[str, ...] = typing.get_args(Tracker)
 
 
 def choice(default, choices, **kw):
@@ -149,6 +151,9 @@ class TrainConfig:
     diverge_loss: float | None = None  # None: 1.5·ln(vocab_size)
     progress: bool = True  # a bar on a terminal; elsewhere (a log file) plain lines, see console_every
     console_every: int = 0  # steps between plain progress lines when not on a terminal (0: every log step)
+    # Live dashboards fed the rows of metrics.jsonl / eval.jsonl / probes.jsonl (study/train/trackers.py, extra
+    # [track]); metrics.jsonl stays the record. [] = none.
+    trackers: list[Tracker] = field(default_factory=list)
 
 
 @dataclass
@@ -181,7 +186,7 @@ class RunConfig:
 NON_SEMANTIC = (
     "grid", "name", "data.cache_dir", "data.store_dir",
     "train.log_every", "train.ckpt_every", "train.keep_checkpoints", "train.progress", "train.console_every",
-    "train.probe_every", "train.probe_sequences", "train.probe_len",
+    "train.trackers", "train.probe_every", "train.probe_sequences", "train.probe_len",
     "eval",
 )
 
@@ -192,7 +197,7 @@ NON_SEMANTIC = (
 RESUME_MAY_CHANGE = (
     "grid", "name", "data.cache_dir", "data.store_dir",
     "train.log_every", "train.ckpt_every", "train.keep_checkpoints", "train.progress", "train.console_every",
-    "train.probe_every",
+    "train.trackers", "train.probe_every",
     "eval.every", "eval.at_end", "eval.lm_eval_tasks", "eval.lm_eval_limit", "eval.lm_eval_batch_size",
     "eval.lm_eval_data_dir",
 )
