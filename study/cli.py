@@ -15,8 +15,8 @@ from study import console
 from study.errors import StudyError
 
 # Order here is the order in `study --help`.
-COMMANDS = ("quickstart", "train", "run", "submit", "status", "grid", "eval", "collect", "figures", "plan", "schedule",
-            "info", "data")
+COMMANDS = ("quickstart", "train", "run", "submit", "status", "grid", "eval", "export", "collect", "figures", "plan",
+            "schedule", "info", "data")
 
 
 class _Parser(argparse.ArgumentParser):

@@ -42,6 +42,7 @@ Scale = Literal[tuple(presets.SCALES)]
 Method = Literal[tuple(presets.METHODS)]
 Recipe = Literal[tuple(presets.RECIPES)]
 Schedule = prores.Schedule
+Tracker = Literal["tensorboard", "wandb"]
 
 NORMS: tuple[str, ...] = typing.get_args(Norm)
 NORM_ALIASES = {"deeppost": "deepnorm", "sandwich_post": "sandwich"}  # official NORM_TYPE spellings
@@ -49,6 +50,7 @@ INITS: tuple[str, ...] = typing.get_args(Init)
 PACKING: tuple[str, ...] = typing.get_args(Packing)
 PRECISIONS: tuple[str, ...] = typing.get_args(Precision)
 PARALLELISMS: tuple[str, ...] = typing.get_args(Parallelism)
+TRACKERS: tuple[str, ...] = typing.get_args(Tracker)
 
 
 @dataclass
@@ -144,6 +146,9 @@ class TrainConfig:
     diverge_loss: float | None = None  # None: 1.5·ln(vocab_size)
     progress: bool = True  # a bar on a terminal; elsewhere (a log file) plain lines, see console_every
     console_every: int = 0  # steps between plain progress lines when not on a terminal (0: every log step)
+    # Live dashboards fed the rows of metrics.jsonl / eval.jsonl / probes.jsonl (study/train/trackers.py, extra
+    # [track]); metrics.jsonl stays the record. [] = none.
+    trackers: list[Tracker] = field(default_factory=list)
 
 
 @dataclass
@@ -178,7 +183,7 @@ SECTIONS = ("model", "prores", "optim", "data", "train", "eval")  # RunConfig's 
 NON_SEMANTIC = (
     "grid", "name", "data.cache_dir", "data.store_dir",
     "train.log_every", "train.ckpt_every", "train.keep_checkpoints", "train.progress", "train.console_every",
-    "train.probe_every", "train.probe_sequences", "train.probe_len",
+    "train.trackers", "train.probe_every", "train.probe_sequences", "train.probe_len",
     "eval",
 )
 
@@ -189,7 +194,7 @@ NON_SEMANTIC = (
 RESUME_MAY_CHANGE = (
     "grid", "name", "data.cache_dir", "data.store_dir",
     "train.log_every", "train.ckpt_every", "train.keep_checkpoints", "train.progress", "train.console_every",
-    "train.probe_every",
+    "train.trackers", "train.probe_every",
     "eval.every", "eval.at_end", "eval.lm_eval_tasks", "eval.lm_eval_limit", "eval.lm_eval_batch_size",
     "eval.lm_eval_data_dir",
 )

@@ -24,7 +24,8 @@ QUIET, NORMAL, VERBOSE = -1, 0, 1
 
 # Loggers of libraries whose INFO lines are not for our users (a real warning of theirs still passes).
 _THIRD_PARTY = ("datasets", "transformers", "huggingface_hub", "lm_eval", "lm-eval", "submitit", "filelock",
-                "fsspec", "urllib3", "httpx", "torch.distributed", "matplotlib", "PIL", "numexpr", "evaluate")
+                "fsspec", "urllib3", "httpx", "torch.distributed", "matplotlib", "PIL", "numexpr", "evaluate", "wandb",
+                "tensorboard")
 
 # These libraries read their verbosity and progress-bar switches when first imported, and their worker
 # processes (datasets' num_proc pool, submitit tasks) inherit the environment: set only what the user left unset.

@@ -41,3 +41,10 @@ class SubmitError(StudyError):
 
 class StorageError(StudyError):
     """The filesystem refused a write (full, read-only, quota, permissions): which path, and what to do."""
+
+
+class ExportError(StudyError):
+    """`study export` cannot do what was asked: not a run directory, no such checkpoint, an occupied output
+    folder, or a format the model cannot take."""
+
+    exit_code = 2

@@ -17,7 +17,7 @@ import re
 import socket
 import subprocess
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
 
@@ -182,6 +182,9 @@ def provenance(argv: list[str] | None = None) -> dict:
 @dataclass
 class RunDir:
     path: Path
+    # Called as listener(file name, row) after each row appended to a JSONL log: the trainer's live dashboards
+    # (study/train/trackers.py) hear every row the run directory records, and only those.
+    listeners: list = field(default_factory=list, compare=False, repr=False)
 
     def __post_init__(self):
         self.path = Path(self.path)
@@ -261,6 +264,8 @@ class RunDir:
         with open(self.path / name, "a") as fh:
             fh.write(line + "\n")
             fh.flush()
+        for listener in self.listeners:
+            listener(name, row)
 
     def read_jsonl(self, name: str) -> list[dict]:
         return read_jsonl(self.path / name)

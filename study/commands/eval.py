@@ -6,7 +6,8 @@ from __future__ import annotations
 import argparse
 
 
-def _step(value: str):
+def checkpoint_step(value: str):
+    """argparse type of --step: a checkpoint step (>= 0) or 'latest'."""
     if value == "latest":
         return value
     try:
@@ -18,7 +19,8 @@ def _step(value: str):
     return step
 
 
-def _positive(value: str) -> int:
+def positive_int(value: str) -> int:
+    """argparse type of a count: an integer >= 1."""
     try:
         n = int(value)
     except ValueError:
@@ -37,14 +39,14 @@ def register(sub) -> None:
                     "gives LAMBADA perplexity), zeroshot (the ten), local (offline tasks from the bundled "
                     "corpus: corpus_cloze, corpus_lastword, corpus_rolling), none; or lm-eval task names.")
     p.add_argument("run_dir", help="run directory (holds config.yaml and checkpoints/)")
-    p.add_argument("--step", type=_step, default="latest", help="checkpoint step or 'latest' (default)")
+    p.add_argument("--step", type=checkpoint_step, default="latest", help="checkpoint step or 'latest' (default)")
     p.add_argument("--tasks", default=None,
                    help="comma-separated task sets/names (default: eval.lm_eval_tasks of the run, else paper); "
                         "'none' for perplexity only")
-    p.add_argument("--limit", type=_positive, default=None, help="at most N examples per task (testing only)")
-    p.add_argument("--batch-size", type=_positive, default=None,
+    p.add_argument("--limit", type=positive_int, default=None, help="at most N examples per task (testing only)")
+    p.add_argument("--batch-size", type=positive_int, default=None,
                    help="lm-eval batch size (default eval.lm_eval_batch_size); results do not depend on it")
-    p.add_argument("--tokens", type=_positive, default=None, help="held-out perplexity tokens (default eval.tokens)")
+    p.add_argument("--tokens", type=positive_int, default=None, help="held-out perplexity tokens (default eval.tokens)")
     p.add_argument("--data-dir", default=None,
                    help="local copies of the hub datasets: DIR/<dataset>/<config>/<split>.jsonl "
                         "(default eval.lm_eval_data_dir; docs/evaluation.md)")

@@ -1,4 +1,5 @@
-"""`study run GRID`: run a grid's cells one after another in this process, skipping finished ones."""
+"""`study run GRID [--jobs N]`: run a grid's cells, skipping finished ones: one after another in this process, or
+up to N at once, each in a process of its own (study/jobs.py)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from collections import Counter
 from pathlib import Path
 
 from study import grid as grid_mod
+from study.commands.eval import positive_int
 from study.errors import StudyError
 from study.lease import RunBusy
 from study.results import FINAL_STATES, check_results_root
@@ -16,7 +18,7 @@ log = logging.getLogger(__name__)
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser("run", help="run the cells of a grid locally, one after another",
+    p = subparsers.add_parser("run", help="run the cells of a grid locally, one after another or N at once",
                               description="Run the selected cells of a grid in this process tree. Cells whose "
                                           "status is completed or diverged are skipped; interrupted or failed "
                                           "ones resume from their latest checkpoint.")
@@ -28,6 +30,9 @@ def register(subparsers) -> None:
     p.add_argument("--out", default="results", help="results root (default ./results): runs go to "
                                                      "ROOT/<grid>/<run-name>/")
     p.add_argument("--dry-run", action="store_true", help="list what would run, train nothing")
+    p.add_argument("--jobs", type=positive_int, default=1, metavar="N",
+                   help="train up to N cells at once, each in its own process with cores/N threads (default 1: "
+                        "one after another in this process)")
     p.set_defaults(func=run)
 
 
@@ -39,14 +44,16 @@ def run(args) -> int:
         print(f"{grid.source}: no cells selected")
         return 0
     log.info("%s: %d of %d cells -> %s/", grid.name, len(cells), len(grid.all_cells), root / grid.name)
-    summary = run_cells(cells, root, dry_run=args.dry_run)
-    return 1 if (summary["failed"] or summary["interrupted"]) else 0
+    summary = run_cells(cells, root, dry_run=args.dry_run, jobs=args.jobs)
+    return 1 if any(summary[k] for k in ("failed", "interrupted", "aborted", "not started")) else 0
 
 
-def run_cells(cells, root: Path, *, dry_run: bool = False) -> Counter:
-    """Train `cells` one after another (skipping finished ones); returns how many ended in each state."""
+def run_cells(cells, root: Path, *, dry_run: bool = False, jobs: int = 1) -> Counter:
+    """Train `cells` (skipping finished ones), one after another or up to `jobs` at once; returns how many ended
+    in each state."""
     summary: Counter = Counter()
     train_run = None
+    parallel = []  # (index, cell, head) for study.jobs
     for i, cell in enumerate(cells, 1):
         status = cell.status(root)
         state = status.get("state")
@@ -59,6 +66,9 @@ def run_cells(cells, root: Path, *, dry_run: bool = False) -> Counter:
             action = "would run" if not state else f"would resume ({state} at step {status.get('step', 0)})"
             print(f"{head}: {action}")  # the dry run's result: stdout
             summary["would run"] += 1
+            continue
+        if jobs > 1:
+            parallel.append((i, cell, head))
             continue
         if train_run is None:
             from study.train import train_run  # lazily: torch and the data stack load only when training
@@ -84,5 +94,8 @@ def run_cells(cells, root: Path, *, dry_run: bool = False) -> Counter:
         if result.state == "interrupted":  # a signal asked us to stop: do not start the next cell
             log.warning("interrupted: not starting further cells (run the same command again to resume)")
             break
+    if parallel:
+        from study.jobs import run_parallel
+        summary.update(run_parallel(parallel, root, jobs))
     print("summary: " + ", ".join(f"{n} {state}" for state, n in sorted(summary.items())))
     return summary

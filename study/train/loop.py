@@ -36,7 +36,7 @@ from study.errors import CheckpointError, ConfigError, StorageError
 from study.perplexity import eval_row
 from study.results import FINAL_STATES, RunDir, RunStatus, check_results_root, provenance
 from study.train import checkpoint as ckpt
-from study.train import parallel, runtime
+from study.train import parallel, runtime, trackers
 from study.train.checkpointer import Checkpointer
 from study.train.distributed import Dist
 from study.train.optim import build_optimizer, build_scheduler
@@ -63,8 +63,9 @@ def train_run(cfg, root, *, axes: dict | None = None, argv: list[str] | None = N
     """Train `cfg` into <root>/<grid>/<run-name>/, resuming if the run directory holds a checkpoint."""
     stop = stop if stop is not None else StopFlag()
     root = check_results_root(root)
-    with signals_to(stop, handle_signals):
-        return _Trainer(cfg, root, axes, argv, stop).run()
+    trainer = _Trainer(cfg, root, axes, argv, stop)
+    with signals_to(stop, handle_signals), trackers.attached(cfg, trainer.rd, main=trainer.dist.main):
+        return trainer.run()
 
 
 class _Trainer:
