@@ -294,6 +294,25 @@ def test_read_only_results_root_ends_failed_with_one_line_although_the_lease_can
     assert lease_mod.owner_gone({**lease, "pid": 2**22 + 7}) is not None  # a dead pid: gone, so taken over
 
 
+def test_a_run_stopped_between_log_steps_resumes_to_the_rows_of_an_uninterrupted_run(cache_dir, tmp_path):
+    """Found by the chaos soak (tests/test_chaos.py, seed 20: `scancel --signal=TERM` stopped a log_every=5 run at
+    step 9): the row of the step a stop lands on carried the alphas that only log-step rows carry, so the resumed
+    run's metrics.jsonl differed from an uninterrupted run's in more than its timing fields."""
+    cfg = small(cache_dir, **{"train.log_every": 4, "train.ckpt_every": 4})
+    reference = train_run(cfg, tmp_path / "reference", handle_signals=False)
+    stopped = train_run(cfg, tmp_path / "resumed", stop=StopAfter(3), handle_signals=False)
+    assert stopped.state == "interrupted" and stopped.step == 3  # between log steps
+    assert train_run(cfg, tmp_path / "resumed", handle_signals=False).state == "completed"
+
+    def rows(run_dir):
+        return [{k: v for k, v in r.items() if k not in ("time", "tokens_per_s", "mfu")}
+                for r in RunDir(run_dir).read_jsonl("metrics.jsonl")]
+
+    assert [r["step"] for r in rows(stopped.run_dir)] == list(range(1, STEPS + 1))
+    assert rows(stopped.run_dir) == rows(reference.run_dir)
+    assert [r["step"] for r in rows(stopped.run_dir) if r["alpha"] is not None] == [4, 8]  # log steps only
+
+
 def test_leftover_temporary_checkpoints_are_reclaimed_on_next_start(cache_dir, tmp_path):
     cfg = small(cache_dir)
     rd = _interrupted(cfg, tmp_path)
