@@ -6,9 +6,9 @@ of the disk windows and which running task each one hits), settles the grid as a
 to drain, runs `study submit` again, with --rerun-failed when the trainer recorded a storage error, until every
 cell is completed or a generous deadline passes); tests/test_chaos.py then compares every cell with an
 uninterrupted run of the same config trained in its own process. The timing of the jobs is the machine's, so a
-seed fixes the sequence of faults and their pauses, not the training step each one lands on. The task faults,
-the disk windows wait (up to 90 s) for a task whose trainer is past step 0, so that they hit training, not a job
-still importing torch.
+seed fixes the sequence of faults and their pauses, not the training step each one lands on. The task faults
+and the disk windows wait (up to 90 s) for a task whose trainer is past step 0, then a seeded 0-6 s more, so
+that they hit training at any step up to the final save, not a job still importing torch.
 
 Faults (FAULTS), each logged with its monotonic and UTC time in the event log:
     requeue         `scontrol requeue TASK` of a running task (SIGTERM to the job, then SLURM requeues it)
@@ -76,6 +76,7 @@ class Plan:
     repeat: int  # every fault kind this many times, plus as many extra resubmits
     gap_s: tuple[float, float] = (1.0, 6.0)  # pause before each fault
     window_s: tuple[float, float] = (2.0, 6.0)  # length of a full-disk / read-only window, node downtime
+    aim_s: tuple[float, float] = (0.0, 6.0)  # once a trainer trains, how long before the fault lands on it
     timeout_s: float = 1200.0  # the whole soak, faults and settling, before it is called stuck
 
     @property
@@ -285,7 +286,11 @@ class Chaos:
                 self.log(kind, "skipped: no running task (the array finished or nothing started in time)")
                 return
             task, raw = self.rng.choice(tasks)
+            time.sleep(self.rng.uniform(*self.plan.aim_s))  # any step, up to the final save, not only the first
             pid = self.trainer_pid(raw)
+            if kind == "kill9" and pid is None and (tasks := self.training()):  # it finished meanwhile
+                task, raw = self.rng.choice(tasks)
+                pid = self.trainer_pid(raw)
             at, target = self.log.now(), f"{task} ({self.run_of(task)}, trainer pid {pid})"
             if kind == "kill9":
                 if pid is None:
@@ -318,6 +323,7 @@ class Chaos:
             if not tasks:
                 self.log(kind, "skipped: no running task (the array finished or nothing started in time)")
                 return
+            time.sleep(self.rng.uniform(*self.plan.aim_s))
             training = "; ".join(f"{t} ({self.run_of(t)})" for t, _ in tasks)
             (self.disk_full if kind == "disk_full" else self.read_only)(window, training)
         elif kind == "resubmit":
