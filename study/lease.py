@@ -231,7 +231,11 @@ class Lease:
             self._thread.join(timeout=5)
         current = read(self.run_dir)
         if current is not None and current.get("token") == self.token:
-            self.path.unlink(missing_ok=True)
+            try:
+                self.path.unlink(missing_ok=True)
+            except OSError as exc:  # a read-only or failing disk must not hide the error that ended the run;
+                # the lease left behind reads 'owner gone' as soon as this process is (study.lease.owner_gone)
+                log.warning("cannot remove the lease %s: %s", self.path, exc)
 
     def __enter__(self) -> Lease:
         return self.acquire()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -16,10 +17,16 @@ REPO = Path(__file__).resolve().parents[1]
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
 
+CHAOS_SEED = 20  # the soak's fixed seed in CI; --chaos-seed N picks another sequence of faults
+
+
 def pytest_addoption(parser):
     parser.addoption("--install-slurm", action="store_true", default=False,
                      help="apt-get install slurm-wlm, munge, slurmdbd and mariadb-server when missing (as root), so "
                           "the SLURM tests can start a real cluster; without it they use an installed SLURM or skip")
+    parser.addoption("--chaos-seed", type=int, default=CHAOS_SEED,
+                     help=f"seed of the chaos soak's faults (tests/test_chaos.py; default {CHAOS_SEED}); a failing "
+                          f"soak prints the seed that reproduces its sequence of faults")
 
 
 # Test tiers (markers declared in pyproject.toml). Besides explicit marks on single tests, whole modules and the
@@ -33,7 +40,10 @@ MULTIPROCESS_TESTS = {"test_local_executor_preempted_with_usr2_requeues_and_resu
 
 
 def pytest_collection_modifyitems(config, items):
+    chaos_selected = "chaos" in (config.option.markexpr or "")
     for item in items:
+        if item.get_closest_marker("chaos") and not chaos_selected:  # the long soak: only when asked for by its marker
+            item.add_marker(pytest.mark.skip(reason="the long chaos soak runs only when selected: -m chaos"))
         module = item.path.name
         if module in MULTIPROCESS_MODULES or item.originalname in MULTIPROCESS_TESTS:
             item.add_marker(pytest.mark.multiprocess)
@@ -124,3 +134,26 @@ def tiny_results_root(tmp_path_factory, cache_dir) -> Path:
     result = train_run(partial, root, axes={"method": "sandwich-ln", "schedule": "none"}, stop=StopAfter(10))
     assert result.state == "interrupted" and result.step == 10
     return root
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster(request):
+    """The real single-node SLURM cluster (tests/slurm_cluster.py), started once per session for the SLURM tests;
+    its daemons are stopped at the end if this session started them. Skips with the reason where it cannot run."""
+    from tests import slurm_cluster as sc
+
+    install = request.config.getoption("--install-slurm")
+    if not install and sc.missing_binaries():
+        pytest.skip(f"SLURM is not installed (missing {', '.join(sc.missing_binaries())}): pass --install-slurm to "
+                    f"apt-get install {' '.join(sc.PACKAGES)} as root (the README's test command does)")
+    try:
+        cluster = sc.start(install=install)
+    except sc.ClusterUnavailable as exc:
+        msg = f"SLURM test cluster unavailable: {exc}"
+        print(msg, file=sys.stderr, flush=True)
+        pytest.skip(msg)
+    try:
+        yield cluster
+    finally:
+        if cluster.started:  # only what this session started; a cluster started by hand stays up
+            sc.stop(cluster.dir)

@@ -402,7 +402,7 @@ StorageLoc={DB_NAME}
             self.started.append("slurmctld")
         if not self.slurmd_ok():
             if not _alive(_read_pid(self.pids["slurmd"]), "slurmd"):
-                _run([_which("slurmd"), "-f", str(self.conf), "-N", "localhost"], env=self.env(), check=True)
+                self.start_slurmd()
                 self.started.append("slurmd")
             deadline = time.monotonic() + 30
             while time.monotonic() < deadline and not self.slurmd_ok():
@@ -410,6 +410,68 @@ StorageLoc={DB_NAME}
                     _run(["scontrol", "update", "nodename=localhost", "state=resume"], env=self.env())
                 time.sleep(0.2)
             _wait(self.slurmd_ok, 1, f"slurmd (node state {self.node_state()!r})", self.log_dir / "slurmd.log")
+
+    # ---- faults (tests/chaos.py)
+    def stepd_pids(self) -> list[int]:
+        """The slurmstepd processes of this cluster's jobs (their environment names our slurm.conf)."""
+        out = []
+        for proc in Path("/proc").iterdir():
+            if proc.name.isdigit():
+                try:
+                    if (proc / "comm").read_text().strip() != "slurmstepd":
+                        continue
+                    environ = (proc / "environ").read_bytes()
+                except OSError:
+                    continue
+                if f"SLURM_CONF={self.conf}".encode() in environ:
+                    out.append(int(proc.name))
+        return out
+
+    def start_slurmd(self) -> None:
+        _run([_which("slurmd"), "-f", str(self.conf), "-N", "localhost"], env=self.env(), check=True)
+
+    def restart_slurmd(self, down_s: float) -> None:
+        """slurmd crashes and comes back after `down_s` seconds. Its jobs keep running (each slurmstepd is a
+        process of its own), as on a node whose slurmd is restarted; the controller notices nothing while the
+        gap stays under SlurmdTimeout."""
+        pid = _read_pid(self.pids["slurmd"])
+        if _alive(pid, "slurmd"):
+            os.kill(pid, signal.SIGKILL)
+        time.sleep(down_s)
+        self.start_slurmd()
+        _wait(self.slurmd_ok, 30, "slurmd after its restart", self.log_dir / "slurmd.log", interval=0.2)
+
+    def fail_node(self, down_s: float) -> list[int]:
+        """A node failure: slurmd and every process of every job on the node die at one instant (all frozen by
+        SIGSTOP first, so that no step reports its end), the node is marked DOWN as a health check would (the
+        controller then requeues its jobs at once, instead of noticing them missing minutes later), slurmd comes
+        back after `down_s` seconds and the node is resumed. Returns the pids killed."""
+        children: dict[int, list[int]] = {}
+        for proc in Path("/proc").iterdir():
+            if proc.name.isdigit():
+                with contextlib.suppress(OSError, IndexError, ValueError):
+                    ppid = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
+                    children.setdefault(ppid, []).append(int(proc.name))
+        victims, todo = [], [p for p in [_read_pid(self.pids["slurmd"])] if p] + self.stepd_pids()
+        while todo:
+            pid = todo.pop()
+            victims.append(pid)
+            todo += children.get(pid, [])
+        for sig in (signal.SIGSTOP, signal.SIGKILL, signal.SIGCONT):
+            for pid in victims:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, sig)
+        _run(["scontrol", "update", "nodename=localhost", "state=down", "reason=chaos: node failure"],
+             env=self.env(), check=True)
+        time.sleep(down_s)
+        self.start_slurmd()
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not self.slurmd_ok():  # ReturnToService=2 may resume it first
+            if self.node_state().startswith(("down", "drain")):
+                _run(["scontrol", "update", "nodename=localhost", "state=resume"], env=self.env())
+            time.sleep(0.2)
+        _wait(self.slurmd_ok, 1, "slurmd after the node failure", self.log_dir / "slurmd.log")
+        return victims
 
     # ---- whole stack
     def running(self) -> dict:
@@ -488,17 +550,10 @@ def stop(state_dir: str | Path | None = None, *, cancel_jobs: bool = True) -> li
         if pid and _stop_pid(pid, name):
             stopped.append(name)
         cluster.pids[name].unlink(missing_ok=True)
-    # job steps outlive slurmd: stop the slurmstepd processes of this cluster (their command line names our conf)
-    for proc in Path("/proc").iterdir():
-        if proc.name.isdigit():
-            try:
-                comm = (proc / "comm").read_text().strip()
-                environ = (proc / "environ").read_bytes() if comm == "slurmstepd" else b""
-            except OSError:
-                continue
-            if comm == "slurmstepd" and f"SLURM_CONF={cluster.conf}".encode() in environ:
-                _stop_pid(int(proc.name), "slurmstepd", grace=5)
-                stopped.append(f"slurmstepd:{proc.name}")
+    # job steps outlive slurmd: stop the slurmstepd processes of this cluster (their environment names our conf)
+    for pid in cluster.stepd_pids():
+        _stop_pid(pid, "slurmstepd", grace=5)
+        stopped.append(f"slurmstepd:{pid}")
     if cluster.munge_owned.exists():
         owned = _read_pid(cluster.munge_owned)
         if owned and owned == _read_pid(MUNGE_PID) and _stop_pid(owned, "munged"):

@@ -259,6 +259,60 @@ def test_full_disk_ends_failed_with_one_line_and_leaves_no_temporary_folder(cach
     assert not (rd.path / lease_mod.LEASE).exists()
 
 
+def test_read_only_results_root_ends_failed_with_one_line_although_the_lease_cannot_be_removed(cache_dir, tmp_path,
+                                                                                             monkeypatch):
+    """Found by the chaos soak (tests/test_chaos.py, seed 20, a read-only window): on a read-only results root the
+    trainer's final removal of its lease raised from a `finally`, so the run ended with an OSError traceback
+    instead of its one-line StorageError. The lease that stays behind reads 'owner gone' once the process is."""
+    from study import results
+
+    cfg = small(cache_dir)
+    rd = RunDir.for_config(cfg, tmp_path)
+    read_only = []
+    real_append, real_unlink = results.RunDir.append_jsonl, Path.unlink
+
+    def append(self, name, row):
+        if name == "metrics.jsonl" and row["step"] >= 4:
+            read_only.append(True)  # the filesystem turns read-only here, for every write below
+        if read_only:
+            raise OSError(errno.EROFS, "Read-only file system", str(self.path / name))
+        real_append(self, name, row)
+
+    def unlink(self, missing_ok=False):
+        if read_only and self.name == lease_mod.LEASE:
+            raise OSError(errno.EROFS, "Read-only file system", str(self))
+        return real_unlink(self, missing_ok=missing_ok)
+
+    monkeypatch.setattr(results.RunDir, "append_jsonl", append)
+    monkeypatch.setattr(Path, "unlink", unlink)
+    with pytest.raises(StorageError) as err:
+        train_run(cfg, tmp_path, handle_signals=False)
+    assert "\n" not in str(err.value) and "Read-only file system" in str(err.value), err.value
+    monkeypatch.undo()
+    lease = lease_mod.read(rd.path)
+    assert lease is not None and lease["pid"] == os.getpid()  # left behind by the refused removal
+    assert lease_mod.owner_gone({**lease, "pid": 2**22 + 7}) is not None  # a dead pid: gone, so taken over
+
+
+def test_a_run_stopped_between_log_steps_resumes_to_the_rows_of_an_uninterrupted_run(cache_dir, tmp_path):
+    """Found by the chaos soak (tests/test_chaos.py, seed 20: `scancel --signal=TERM` stopped a log_every=5 run at
+    step 9): the row of the step a stop lands on carried the alphas that only log-step rows carry, so the resumed
+    run's metrics.jsonl differed from an uninterrupted run's in more than its timing fields."""
+    cfg = small(cache_dir, **{"train.log_every": 4, "train.ckpt_every": 4})
+    reference = train_run(cfg, tmp_path / "reference", handle_signals=False)
+    stopped = train_run(cfg, tmp_path / "resumed", stop=StopAfter(3), handle_signals=False)
+    assert stopped.state == "interrupted" and stopped.step == 3  # between log steps
+    assert train_run(cfg, tmp_path / "resumed", handle_signals=False).state == "completed"
+
+    def rows(run_dir):
+        return [{k: v for k, v in r.items() if k not in ("time", "tokens_per_s", "mfu")}
+                for r in RunDir(run_dir).read_jsonl("metrics.jsonl")]
+
+    assert [r["step"] for r in rows(stopped.run_dir)] == list(range(1, STEPS + 1))
+    assert rows(stopped.run_dir) == rows(reference.run_dir)
+    assert [r["step"] for r in rows(stopped.run_dir) if r["alpha"] is not None] == [4, 8]  # log steps only
+
+
 def test_leftover_temporary_checkpoints_are_reclaimed_on_next_start(cache_dir, tmp_path):
     cfg = small(cache_dir)
     rd = _interrupted(cfg, tmp_path)

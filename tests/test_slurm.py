@@ -28,27 +28,6 @@ SUBMIT_OPTS = ["--cluster", "slurm", "--cpus-per-task", "1", "--mem-gb", "1", "-
                "--array-parallelism", "2"]
 
 
-@pytest.fixture(scope="session")
-def slurm_cluster(request):
-    from tests import slurm_cluster as sc
-
-    install = request.config.getoption("--install-slurm")
-    if not install and sc.missing_binaries():
-        pytest.skip(f"SLURM is not installed (missing {', '.join(sc.missing_binaries())}): pass --install-slurm to "
-                    f"apt-get install {' '.join(sc.PACKAGES)} as root (the README's test command does)")
-    try:
-        cluster = sc.start(install=install)
-    except sc.ClusterUnavailable as exc:
-        msg = f"SLURM test cluster unavailable: {exc}"
-        print(msg, file=sys.stderr, flush=True)
-        pytest.skip(msg)
-    try:
-        yield cluster
-    finally:
-        if cluster.started:  # only what this session started; a cluster started by hand stays up
-            sc.stop(cluster.dir)
-
-
 def _study(*args, timeout=120) -> subprocess.CompletedProcess:
     res = subprocess.run([sys.executable, "-m", "study", *args], capture_output=True, text=True, cwd=REPO,
                          timeout=timeout, env=dict(os.environ))

@@ -349,7 +349,10 @@ class _Trainer:
                                                 f"without writing to it")
                     elapsed = time.perf_counter() - window_start
                     tps = window_tokens / elapsed if elapsed > 0 else None
-                    diverged = self._flush(pending, tps, peak, bar)
+                    # A stop between log steps flushes too, but its row gets no alphas: the rows of an
+                    # interrupted and resumed run must equal an uninterrupted run's (timing aside).
+                    diverged = self._flush(pending, tps, peak, bar,
+                                           with_alpha=bool(at_log or at_eval or at_probe or at_ckpt))
                     pending, window_start, window_tokens = [], time.perf_counter(), 0
                     if diverged is not None:
                         return self._end_diverged(diverged)
@@ -371,7 +374,7 @@ class _Trainer:
         d.barrier()
         return RunResult(rd.path, RunStatus.COMPLETED, self.step)
 
-    def _flush(self, pending, tps, peak, bar) -> int | None:
+    def _flush(self, pending, tps, peak, bar, *, with_alpha: bool = True) -> int | None:
         """Write the buffered per-step rows (one host sync); return the first diverged step, if any."""
         if not pending:
             return None
@@ -386,7 +389,7 @@ class _Trainer:
                 self.rd.append_jsonl("metrics.jsonl", {
                     "step": step, "loss": l, "lr": lr, "grad_norm": g, "tokens": tokens,
                     "tokens_per_s": tps, "mfu": mfu,
-                    "alpha": alpha if step == pending[-1][0] else None, "time": time.time()})
+                    "alpha": alpha if with_alpha and step == pending[-1][0] else None, "time": time.time()})
                 if first_bad is not None and step >= first_bad:
                     break
             if bar is not None:
