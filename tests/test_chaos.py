@@ -27,7 +27,7 @@ import pytest
 import torch
 
 from tests.chaos import FAULTS, GRID, LONG, SHORT, Chaos, EventLog, Plan, sh, tmpfs, write_grid
-from tests.test_launch import run_reference
+from tests.test_dispatch import run_reference
 
 # ----------------------------------------------------------------------------------------------------------------
 # the checks
