@@ -16,7 +16,8 @@
 
 `register` writes the design (study.preregister) into ROOT/<grid>/design.json before the main stage runs, with
 the grid to run beside it (design-grid.yaml: GRID with its seed axis set to the registered seeds and its base
-inlined), so the seed count comes from the design without editing a grid.
+inlined), so the seed count comes from the design without editing a grid. The registered seeds are the first
+ones whose cells are not pilot runs (`fresh_seeds`): with an internal pilot the confirmation uses new seeds.
 """
 
 from __future__ import annotations
@@ -127,7 +128,7 @@ def plan(grid_path, pilot_col, *, scales: dict | None = None, alpha: float = ALP
             "pilot": {"root": str(pilot_col.root), "internal": grid.name in set(pilot.runs.get("grid", [])),
                       "grids": sorted(set(pilot.runs.get("grid", pd.Series(dtype=str))
                                                                         .astype(str))),
-                      "runs": int(len(pilot.runs)),
+                      "runs": int(len(pilot.runs)), "run_ids": sorted(pilot.runs["run_id"].astype(str)),
                       "seeds": sorted({s for x in planned["seeds"] for s in x}, key=str)},
             "rows": rows}
 
@@ -184,20 +185,35 @@ def design_grid(grid_path, seeds: list[int], out: Path) -> Path:
     return out
 
 
+def fresh_seeds(p: dict, n: int, staged: Path) -> list[int]:
+    """The first n seeds (0, 1, ...) none of whose main-stage cells is a pilot run. A main stage with the pilot's
+    config (an internal pilot, e.g. the CPU replication's own runs) would otherwise register the pilot's seeds:
+    the same runs again, not new evidence. Seeds are tried up to n + the pilot's seed count."""
+    pilot = set(p["pilot"].get("run_ids", []))
+    tried = list(range(n + len(p["pilot"]["seeds"]) + 1))
+    by_seed: dict[int, list[str]] = {}
+    for c in load_grid(design_grid(p["grid_file"], tried, staged)).all_cells:
+        by_seed.setdefault(int(c.config.train.seed), []).append(c.run_id)
+    return [s for s in tried if not pilot & set(by_seed.get(s, []))][:n]
+
+
 def register(p: dict, root, *, seeds: int | None = None, max_seeds: int = 10, replace: bool = False) -> dict:
     """Register plan `p` as the design of its grid's main stage in ROOT/<grid>/ (module docstring). Returns
     {'design': Registered, 'written': bool, 'grid_file': path of design-grid.yaml, 'seeds': n}. Refused
-    (DesignExists) when another design is registered, or when main-stage runs exist already, unless replace."""
+    (DesignExists) when another design is registered, or when main-stage runs exist already, unless replace.
+    The seeds are the first n whose cells are not pilot runs (fresh_seeds)."""
     n = registered_seeds(p, seeds, max_seeds)
     folder = Path(root) / p["grid"]
-    staged = design_grid(p["grid_file"], list(range(n)), folder / ".design-grid.tmp.yaml")
+    staged = folder / ".design-grid.tmp.yaml"
     try:
+        chosen = fresh_seeds(p, n, staged)
+        design_grid(p["grid_file"], chosen, staged)
         grid = load_grid(staged)
-        content = _content(p, grid, n, hashlib.sha256(staged.read_bytes()).hexdigest(), before=[])
+        content = _content(p, grid, chosen, hashlib.sha256(staged.read_bytes()).hexdigest(), before=[])
         existing = folder / preregister.FILE
         if existing.exists() and preregister.read(existing).hash == preregister.content_hash(content):
             return {"design": preregister.read(existing), "written": False, "grid_file": folder / DESIGN_GRID,
-                    "seeds": n}
+                    "seeds": n, "seed_values": chosen}
         before = [c.run_id for c in grid.all_cells if Path(c.run_dir(root)).exists()]
         if before and not replace:
             raise preregister.DesignExists(
@@ -206,13 +222,15 @@ def register(p: dict, root, *, seeds: int | None = None, max_seeds: int = 10, re
         content["runs_before_registration"] = before
         reg, written = preregister.write(folder, p["grid"], content, replace=replace)
         staged.replace(folder / DESIGN_GRID)
-        return {"design": reg, "written": written, "grid_file": folder / DESIGN_GRID, "seeds": n}
+        return {"design": reg, "written": written, "grid_file": folder / DESIGN_GRID, "seeds": n,
+                "seed_values": chosen}
     finally:
         staged.unlink(missing_ok=True)
 
 
-def _content(p: dict, grid, n: int, grid_sha: str, before: list) -> dict:
-    """The registered design's content: the plan's rows with the main-stage cells of each, for n seeds."""
+def _content(p: dict, grid, seeds: list[int], grid_sha: str, before: list) -> dict:
+    """The registered design's content: the plan's rows with the main-stage cells of each, for these seeds."""
+    n = len(seeds)
     main = _by_axes(grid)
     rows = []
     for r in p["rows"]:
@@ -225,8 +243,8 @@ def _content(p: dict, grid, n: int, grid_sha: str, before: list) -> dict:
         rows.append({**{k: r[k] for k in ("claim_id", "scope", "key", "expects", "paper_scale", "effect", "sd",
                                           "df", "n_pilot", "seeds", "seeds_upper_80")},
                      "power_at_registered_seeds": pw,
-                     "cells": {str(seed): sorted(x for s in sides for x in s.runs.get(seed, [])) for seed in range(n)}})
-    return {"grid_file": p["grid_file"], "seeds": list(range(n)), "test": TEST, "correction": CORRECTION,
+                     "cells": {str(seed): sorted(x for s in sides for x in s.runs.get(seed, [])) for seed in seeds}})
+    return {"grid_file": p["grid_file"], "seeds": list(seeds), "test": TEST, "correction": CORRECTION,
             "alpha": p["alpha"], "power": p["power"], "family_size": p["family_size"], "row_alpha": p["row_alpha"],
             "stopping_rule": STOPPING_RULE, "rows": rows,
             "cells": [{"run_id": c.run_id, "run_name": c.run_name, "seed": c.config.train.seed}

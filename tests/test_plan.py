@@ -122,6 +122,22 @@ def test_study_plan_prints_and_registers_and_figures_flags(pilot, tmp_path, caps
     assert reg_col["Pre-LN"] == "no (seed 4 not registered)"
 
 
+def test_an_internal_pilot_registers_fresh_seeds(tmp_path, capsys):
+    """When the main stage's cells are the pilot's own runs (same config: the grid's earlier seeds as the pilot,
+    as in the CPU replication), the registered seeds are the first ones that are not pilot runs: the confirmation
+    never re-counts the runs that set its size."""
+    root = tmp_path / "results"
+    write_grid(root, load_grid(MAIN), _ppl, logged=10, hours=0.25)  # seeds 0, 1, 2 of the main grid itself
+    assert main(["plan", str(MAIN), "--pilot", str(root), "--register", "--out", str(tmp_path / "main"),
+                 "--seeds", "3"]) == 0
+    assert "3 seeds (3, 4, 5)" in capsys.readouterr().out
+    dgrid = load_grid(tmp_path / "main" / "budget-main" / "design-grid.yaml")
+    assert {c.config.train.seed for c in dgrid.all_cells} == {3, 4, 5}
+    assert not {c.run_id for c in dgrid.all_cells} & {c.run_id for c in load_grid(MAIN).all_cells}
+    content = json.loads((tmp_path / "main" / "budget-main" / "design.json").read_text())["content"]
+    assert content["seeds"] == [3, 4, 5] and set(content["rows"][0]["cells"]) == {"3", "4", "5"}
+
+
 def test_register_refuses_when_the_main_stage_already_ran(pilot, tmp_path):
     root = tmp_path / "results"
     cell = load_grid(MAIN).all_cells[0]

@@ -60,7 +60,8 @@ def run(args) -> int:
         if args.register else None
     if args.json:
         if reg:
-            p["registered"] = {"hash": reg["design"].hash, "seeds": reg["seeds"], "path": str(reg["design"].path),
+            p["registered"] = {"hash": reg["design"].hash, "seeds": reg["seeds"],
+                               "seed_values": reg["seed_values"], "path": str(reg["design"].path),
                                "grid_file": str(reg["grid_file"]), "written": reg["written"]}
         print(json.dumps(p, indent=1, default=str))
         return 0
@@ -129,7 +130,8 @@ def _registered(reg, root) -> list[str]:
     d = reg["design"]
     hours = sum(estimate(c)["gpu_hours"] for c in load_grid(reg["grid_file"]).all_cells)
     verb = "registered" if reg["written"] else "already registered"
-    return ["", f"{verb} design {d.short} of {d.grid}: {reg['seeds']} seeds, {len(d.rows)} rows, {len(d.cells)} "
+    return ["", f"{verb} design {d.short} of {d.grid}: {reg['seeds']} seeds "
+                f"({', '.join(map(str, reg['seed_values']))}), {len(d.rows)} rows, {len(d.cells)} "
                 f"cells, {hours:,.1f} GPU-hours (study.cost) -> {d.path}",
             f"run exactly the registered cells: study submit {reg['grid_file']} --out {root}   "
             f"(or study run {reg['grid_file']} --out {root})"]
