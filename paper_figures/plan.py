@@ -90,13 +90,17 @@ def plan(grid_path, pilot_col, *, scales: dict | None = None, alpha: float = ALP
     pilot = _without_grid(pilot_col, grid.name)
     d = claims_data(pilot, scales=scales)
     planned = d[(d["n"] > 0) & (d["key"] != "")]
-    m = int((~planned["verdict"].str.startswith("error")).sum())
     main, cost, wall = _by_axes(grid), {}, _wall_hours(pilot)
-    rows = []
+    found = []  # per planned row: its main-stage settings, and the sides the main grid lacks
     for _, r in planned.iterrows():
         sides = [main.get(design.axes_key(a)) for a in row_sides(r["key"])]
-        missing = [" ".join(map(str, a.values())) for a, s in zip(row_sides(r["key"]), sides, strict=True)
-                   if s is None]
+        found.append((sides, [" ".join(map(str, a.values())) for a, s in zip(row_sides(r["key"]), sides, strict=True)
+                              if s is None]))
+    # The family: the rows the main stage will test (not the pilot's rows whose cells the main grid lacks).
+    m = sum(1 for (_, r), (_, missing) in zip(planned.iterrows(), found, strict=True)
+            if not missing and not r["verdict"].startswith("error"))
+    rows = []
+    for (_, r), (sides, missing) in zip(planned.iterrows(), found, strict=True):
         per_seed = None
         if not missing:
             for s in sides:

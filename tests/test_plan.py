@@ -122,6 +122,26 @@ def test_study_plan_prints_and_registers_and_figures_flags(pilot, tmp_path, caps
     assert reg_col["Pre-LN"] == "no (seed 4 not registered)"
 
 
+def test_the_family_is_the_rows_the_main_stage_tests(pilot, tmp_path):
+    """A main grid with only some of the pilot's cells (here Post-LN +- ProRes) is planned at alpha / m, m the
+    rows it will test: the pilot's other rows are listed as not in the grid and do not widen the family."""
+    import yaml
+
+    raw = yaml.safe_load(MAIN.read_text())
+    raw["base_file"] = str(MAIN.parent / raw["base_file"])
+    raw["axes"]["method"], raw["axes"]["schedule"] = ["post-ln"], raw["axes"]["schedule"][:2]
+    raw.pop("exclude")
+    raw["rules"] = [r for r in raw["rules"] if "method" not in r["when"]]
+    sub = tmp_path / "post-ln.yaml"
+    sub.write_text(yaml.safe_dump(raw))
+    full, part = P.plan(MAIN, collect(pilot)), P.plan(sub, collect(pilot))
+    tested = [r for r in part["rows"] if not r["main_cells_missing"] and not r["error"]]
+    assert part["family_size"] == len(tested) < full["family_size"]
+    assert {r["scope"] for r in tested} == {"Post-LN", "Post-LN (spike-score points)"}
+    post = next(r for r in tested if r["scope"] == "Post-LN")
+    assert post["seeds"] == power.seeds_for_power(post["effect"], post["sd"], 0.05 / len(tested), 0.8)
+
+
 def test_an_internal_pilot_registers_fresh_seeds(tmp_path, capsys):
     """When the main stage's cells are the pilot's own runs (same config: the grid's earlier seeds as the pilot,
     as in the CPU replication), the registered seeds are the first ones that are not pilot runs: the confirmation
