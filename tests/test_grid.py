@@ -433,7 +433,8 @@ exclude:
     for cell in cells:
         cfg = cell.config
         assert (cfg.train.steps, cfg.train.global_batch, cfg.train.micro_batch) == (50, 8, 4)
-        assert (cfg.eval.every, cfg.eval.tokens, cfg.eval.batch_size) == (7, 1000, 2)  # base wins over defaults
+        # the grid's eval over the base file's (every 7), under the grid's own base.eval (tokens 1000)
+        assert (cfg.eval.every, cfg.eval.tokens, cfg.eval.batch_size) == (25, 1000, 2)
         assert cfg.eval.lm_eval_tasks == ["piqa"] and cfg.eval.lm_eval_limit == 10
         assert (cfg.optim.lr == 5e-4) == (cfg.model.n_layers == 12)
         assert cfg.train.seed == (3 if cfg.method == "deepnorm" else 0)

@@ -52,6 +52,7 @@ def _load(path: Path, src: str) -> Grid:
         raise ConfigError(f"expected a string, got {description!r}", key="description", source=src)
 
     base = _mapping(raw.get("base"), "base", src)
+    inherited: dict = {}  # the base file's config: everything this grid file writes wins over it
     if "base_file" in raw:
         base_file = raw["base_file"]
         if not isinstance(base_file, str) or not base_file:
@@ -59,8 +60,8 @@ def _load(path: Path, src: str) -> Grid:
         base_path = (path.parent / base_file)
         if not base_path.is_file():
             raise ConfigError(f"base file not found: {base_path}", key="base_file", source=src)
-        base = deep_merge(read_yaml(base_path), base)
-    if "grid" in base:
+        inherited = read_yaml(base_path)
+    if "grid" in base or "grid" in inherited:
         raise ConfigError("set the results folder with the grid's top-level `name`, not in the base config",
                           key="base.grid", source=src)
 
@@ -76,11 +77,12 @@ def _load(path: Path, src: str) -> Grid:
                 raise ConfigError(f"unknown key; valid keys: {', '.join(LM_EVAL_KEYS)}", key=f"lm_eval.{k}",
                                   source=src)
             eval_defaults.setdefault(LM_EVAL_KEYS[k], [v] if k == "tasks" and isinstance(v, str) else v)
-    if eval_defaults:
+    if eval_defaults:  # the grid's `eval` over the base file's, under the grid's own base.eval
         base_eval = base.get("eval") or {}
         if not isinstance(base_eval, dict):
             raise ConfigError(f"expected a mapping, got {base_eval!r}", key="base.eval", source=src)
         base["eval"] = deep_merge(eval_defaults, base_eval)
+    base = deep_merge(inherited, base)
     cluster = _mapping(raw.get("cluster"), "cluster", src)
 
     axes = _parse_axes(raw.get("axes"), src)
