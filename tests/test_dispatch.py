@@ -453,3 +453,46 @@ def test_local_executor_two_gloo_processes_match_one_process(tmp_path, cache_dir
     rel = [abs(a - b) / abs(b) for (_, a), (_, b) in zip(multi, single, strict=True)]
     print(f"2-process vs 1-process loss: max relative difference {max(rel):.2e} over {steps} steps")
     assert max(rel) < MP_RTOL, rel
+
+
+def test_a_study_error_ends_a_job_in_one_line(tmp_path, cache_dir, monkeypatch):
+    """A job process (local executor: a process of its own, like a SLURM task) that stops on a StudyError logs
+    it as the CLI would, one line, and fails; submitit still has the error for job.result()."""
+    from study import lease as study_lease
+    from study.dispatch.job import TrainCell
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    grid = load_grid(grid_file(tmp_path, cache_dir, name="busy", lrs=(2e-3,), **{"train.steps": 2}))
+    (cell,) = grid.cells()
+    root = tmp_path / "results"
+    opts = dispatch.resolve_options({"cluster": "local", "time": 5}, None, grid.cluster)
+    executor = clusters.backend("local").executor(tmp_path / "logs", opts)
+    with study_lease.Lease(cell.run_dir(root)):  # this process owns the run: the job must refuse it
+        busy = executor.submit(TrainCell(cell.config_dict, str(root), cell.axes))
+        with pytest.raises(Exception, match="not training it twice"):
+            busy.result()
+    err = busy.paths.stderr.read_text()
+    assert "Traceback" not in err and "not training it twice" in err, err[-2000:]
+
+
+
+def test_the_job_hook_passes_other_exceptions_to_the_default_hook(monkeypatch, caplog):
+    """Only StudyErrors become one line; a bug keeps the default hook (its traceback). Not in debug jobs,
+    which run inside the submitting process."""
+    import sys
+    import types
+
+    from study.dispatch import job
+    from study.errors import DataError
+
+    seen = []
+    monkeypatch.setattr(sys, "excepthook", lambda *a: seen.append(a[1]))
+    job._study_errors_in_one_line(types.SimpleNamespace(cluster="debug"))
+    assert sys.excepthook.__name__ == "<lambda>"
+    job._study_errors_in_one_line(types.SimpleNamespace(cluster="slurm"))
+    bug, user = RuntimeError("a bug"), DataError("no such store")
+    with caplog.at_level("ERROR", logger="study"):
+        sys.excepthook(RuntimeError, bug, None)
+        sys.excepthook(DataError, user, None)
+    assert seen == [bug]
+    assert [r.getMessage() for r in caplog.records] == ["no such store"]

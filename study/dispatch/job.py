@@ -10,11 +10,13 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import sys
 from pathlib import Path
 
 import submitit
 from submitit.helpers import Checkpointable, DelayedSubmission
 
+from study.errors import StudyError
 from study.results import RunDir, RunStatus
 
 log = logging.getLogger(__name__)
@@ -88,6 +90,24 @@ def _limit_threads(env) -> None:
         torch.set_num_threads(n)
 
 
+def _study_errors_in_one_line(env) -> None:
+    """In a job process of its own (slurm, local), a StudyError that ends the job is logged as the CLI logs it:
+    one line. submitit still records the failure (its result pickle keeps the traceback) and re-raises, so the
+    job ends FAILED with the run's status.json saying why; anything else keeps Python's traceback (a bug). The
+    debug executor runs jobs inside the submitting process, whose CLI already does this."""
+    if env is None or env.cluster == "debug":
+        return
+    default = sys.excepthook
+
+    def one_line(kind, exc, tb):
+        if isinstance(exc, StudyError):
+            log.error("%s", exc)
+        else:
+            default(kind, exc, tb)
+
+    sys.excepthook = one_line
+
+
 def _record_job(cfg, root, axes, env, cluster: str | None) -> None:
     """Write the job id into the run's status.json (keeping its state) if submit did not already. `cluster` is
     the backend that submitted it (study.clusters), which may run another backend's submitit executor."""
@@ -154,6 +174,7 @@ class TrainCell(Checkpointable):
         cfg = resolve(self.config, source="submitted config")
         env = job_environment()
         usr_sig, submitit_handler = _submitit_usr_handler()
+        _study_errors_in_one_line(env)
         _limit_threads(env)
         started_group = init_distributed(env, cfg)
         stop = _recording_stop()
