@@ -381,8 +381,8 @@ def write_paper_main_root(root, *, steps: int = 100_000) -> int:
     t2, t3, t4 = _paper("t2"), _paper("t3"), _paper("t4")
     col3 = {"lambada_openai": "lambada", "social_iqa": "siqa"}
     n = 0
-    for method in presets.METHOD_LABELS:
-        label = presets.METHOD_LABELS[method]
+    for method, spec in presets.METHODS.items():
+        label = spec.label
         for scale, paper_scale in (("130m", "130M"), ("350m", "350M"), ("1.3b", "1.3B")):
             for on in (False, True):
                 lm = None
