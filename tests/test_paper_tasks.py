@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 
 from study import paper_tasks
+from study.cli import main
 from study.evaluate import tasks as eval_tasks
 
 REFERENCE = Path(__file__).resolve().parents[1] / "paper_figures" / "reference"
@@ -36,3 +37,10 @@ def test_every_yaml_is_in_the_installed_lm_eval():
     root = eval_tasks._lm_eval_tasks_dir()
     assert all((root / t.lm_eval_yaml).exists() for t in paper_tasks.TASKS)
 
+
+def test_eval_help_lists_each_set_with_its_tasks(capsys):
+    with pytest.raises(SystemExit):
+        main(["eval", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for name, names in eval_tasks.TASK_SETS.items():
+        assert f"{name} ({', '.join(names)})" in text

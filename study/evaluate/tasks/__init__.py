@@ -52,6 +52,11 @@ DATA_SUFFIXES = (".jsonl", ".json")
 HUB_PROBE_TIMEOUT_S = 3.0
 
 
+def describe_sets() -> str:
+    """The task sets with their tasks, for help texts: 'paper (piqa, ...); zeroshot (...); local (...)'."""
+    return "; ".join(f"{name} ({', '.join(tasks)})" for name, tasks in TASK_SETS.items())
+
+
 def expand(spec) -> list[str]:
     """Task names from a spec: 'paper', 'local', 'piqa,corpus_cloze', or a list of such; aliases resolved,
     duplicates dropped, order kept."""
