@@ -18,7 +18,8 @@ def fig_5(collection, out_dir, *, pair=None, beta: float = 0.99) -> FigureResult
     eval steps both runs have) for one pair: by default the largest Pre-LN linear pair (the paper's 7B).
 
     Markers: residual warmup end = the ProRes run's W (run.json / config prores.W); LR decay start =
-    steps · (1 − decay_fraction) for the WSD schedule. data: panel, step, gap, prores, baseline.
+    the first step of the run's LR decay phase (study.lr_schedules; WSD: steps − round(steps · decay_fraction)).
+    data: panel, step, gap, prores, baseline.
     meta['markers']: {'residual_warmup_end': W, 'lr_decay_start': step or None}.
     """
     if pair is None:

@@ -29,9 +29,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from paper_figures import render
 from paper_figures._common import TableResult
 from paper_figures.labels import SCALE_LABELS
-from study import analysis, design
+from paper_figures.render import EMPTY
+from study import analysis, design, paper_tasks
 from study.presets import METHODS
 
 REFERENCE_DIR = Path(__file__).resolve().parent / "reference"
@@ -39,20 +41,16 @@ REFERENCE_FILES = {"table2": "table2_c4_ppl.csv", "table3": "table3_zeroshot_1.3
                    "table4": "table4_ood_ppl_1.3B.csv", "table6": "table6_schedule_ablation_350M.csv",
                    "table7": "table7_climbmix_ppl.csv"}
 DEFAULT_SCALES = {s: SCALE_LABELS[s] for s in ("130m", "350m", "1.3b")}  # the scales of the paper's tables
-EMPTY = "—"
 
-# Table 3 columns -> lm-eval task names (first found wins)
-TABLE3_TASKS = {"piqa": ("piqa",), "siqa": ("siqa", "social_iqa"), "hellaswag": ("hellaswag",),
-                "winogrande": ("winogrande",), "arc_easy": ("arc_easy",), "arc_challenge": ("arc_challenge",),
-                "openbookqa": ("openbookqa",), "race": ("race",),
-                "lambada": ("lambada_openai", "lambada", "lambada_standard"), "mmlu": ("mmlu",)}
-# Table 4 columns -> (lm-eval task names, metric)
-TABLE4_TASKS = {"wikitext": (("wikitext",), "word_perplexity"),
-                "lambada": (("lambada_openai", "lambada", "lambada_standard"), "perplexity")}
+# Table 3 columns -> lm-eval task names (first found wins); Table 4 columns -> (names, metric): study/paper_tasks.py
+TABLE3_TASKS = {t.column: t.reads for t in paper_tasks.of_table("table3")}
+TABLE4_TASKS = {t.column: (t.reads, t.metric) for t in paper_tasks.of_table("table4")}
+TABLE4_HEADERS = {t.column: t.header or t.column for t in paper_tasks.of_table("table4")}
 TABLE3_RULE = ("Scores are lm-eval accuracies x 100: acc_norm where the task reports it, otherwise acc "
-               "(the paper does not say which; both are in Collection.lm_eval). Avg = plain mean of the ten, "
-               "shown only when all ten are present.")
-TABLE4_RULE = "WikiText: lm-eval `wikitext` word_perplexity; LAMBADA: `lambada_openai` perplexity."
+               "(the paper does not say which; both are in Collection.lm_eval). Avg = plain mean of the "
+               f"{len(TABLE3_TASKS)}, shown only when all {len(TABLE3_TASKS)} are present.")
+TABLE4_RULE = "; ".join(f"{TABLE4_HEADERS[c]}: lm-eval `{names[0]}` {metric}" for c, (names, metric)
+                        in TABLE4_TASKS.items()) + "."
 
 
 def reference(name: str) -> pd.DataFrame:
@@ -168,93 +166,6 @@ def _fill(ref: pd.DataFrame, keys: list[str], value_cols: list[str], find) -> pd
 
 
 # ---------------------------------------------------------------------------------------------------
-# Rendering
-# ---------------------------------------------------------------------------------------------------
-def _fmt(v, digits=2, signed=False) -> str:
-    if isinstance(v, str):
-        return v
-    if v is None or (isinstance(v, float) and not math.isfinite(v)):
-        return EMPTY
-    return f"{v:+.{digits}f}" if signed else f"{v:.{digits}f}"
-
-
-def _display(tidy: pd.DataFrame, row_keys: list[tuple[str, str]], columns: list[str], col_names: dict | None,
-             digits=2) -> pd.DataFrame:
-    """Wide table of strings: row keys, then for each column: '<col> paper', '<col> ours', '<col> Δ'."""
-    col_names = col_names or {}
-    keys = [k for k, _ in row_keys]
-    out_rows = []
-    for key_vals, g in tidy.groupby(keys, sort=False, dropna=False):
-        key_vals = key_vals if isinstance(key_vals, tuple) else (key_vals,)
-        row = {}
-        for (k, header), v in zip(row_keys, key_vals, strict=True):
-            if k == "prores":
-                v = "yes" if v else "no"
-            elif isinstance(v, float):
-                v = EMPTY if not math.isfinite(v) else f"{v:g}"
-            row[header] = str(v)
-        cells = g.set_index("column")
-        for c in columns:
-            name = col_names.get(c, c)
-            if c not in cells.index:
-                row[f"{name} paper"] = row[f"{name} ours"] = row[f"{name} Δ"] = EMPTY
-                continue
-            cell = cells.loc[c]
-            row[f"{name} paper"] = _fmt(cell["paper"], digits)
-            row[f"{name} ours"] = cell["ours_text"]
-            row[f"{name} Δ"] = _fmt(cell["diff"], digits, signed=True)
-        out_rows.append(row)
-    return pd.DataFrame(out_rows)
-
-
-def to_markdown(display: pd.DataFrame, title: str, notes: list[str]) -> str:
-    head = "| " + " | ".join(display.columns) + " |"
-    sep = "|" + "|".join(":---" if i < 2 else "---:" for i in range(len(display.columns))) + "|"
-    body = ["| " + " | ".join(str(v) for v in r) + " |" for r in display.itertuples(index=False)]
-    return "\n".join([f"### {title}", "", head, sep, *body, "", *[f"- {n}" for n in notes], ""])
-
-
-_TEX = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{",
-        "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
-
-
-def tex_escape(text: str) -> str:
-    out = "".join(_TEX.get(ch, ch) for ch in str(text))
-    return out.replace("Δ", r"$\Delta$").replace(EMPTY, "--").replace("·", r"$\cdot$").replace("−", "-")
-
-
-def to_latex(display: pd.DataFrame, title: str, notes: list[str], label: str) -> str:
-    n = len(display.columns)
-    spec = "l" * min(2, n) + "r" * max(0, n - 2)
-    lines = [r"\begin{table}[t]", r"\centering", r"\small",
-             rf"\caption{{{tex_escape(title)}. {tex_escape(' '.join(notes))}}}", rf"\label{{tab:{label}}}",
-             rf"\begin{{tabular}}{{{spec}}}", r"\toprule",
-             " & ".join(tex_escape(c) for c in display.columns) + r" \\", r"\midrule"]
-    lines += [" & ".join(tex_escape(v) for v in r) + r" \\" for r in display.itertuples(index=False)]
-    lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}", ""]
-    return "\n".join(lines)
-
-
-def _write(name: str, stem: str, tidy: pd.DataFrame, display: pd.DataFrame, title: str, notes: list[str],
-           out_dir, meta: dict) -> TableResult:
-    md, tex = to_markdown(display, title, notes), to_latex(display, title, notes, name)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    files = [out / f"{stem}.md", out / f"{stem}.tex", out / f"{stem}.csv"]
-    files[0].write_text(md)
-    files[1].write_text(tex)
-    tidy.to_csv(files[2], index=False)
-    n = int(tidy["ours_text"].ne(EMPTY).sum())
-    return TableResult(name, tidy, md, tex, files, {**meta, "cells": len(tidy), "cells_with_ours": n,
-                                                    "display": display, "notes": notes})
-
-
-def _common_notes(n_filled: int, n_cells: int) -> list[str]:
-    return [f"paper: the number printed in the paper; ours: our run ({n_filled} of {n_cells} cells reproduced, "
-            f"{EMPTY} = no run yet); Δ = ours − paper."]
-
-
-# ---------------------------------------------------------------------------------------------------
 # Tables 2 and 7: perplexity per method × ProRes × scale
 # ---------------------------------------------------------------------------------------------------
 def _ppl_table(name, stem, title, collection, out_dir, scales, climbmix: bool, prefer_grid):
@@ -275,11 +186,11 @@ def _ppl_table(name, stem, title, collection, out_dir, scales, climbmix: bool, p
     # wide: rows method × prores, columns scales
     tidy_w = tidy.assign(column=tidy["scale"])
     scale_cols = list(dict.fromkeys(ref["scale"]))
-    display = _display(tidy_w, [("method", "Method"), ("prores", "ProRes")], scale_cols, None)
-    notes = _common_notes(int(tidy["ours_text"].ne(EMPTY).sum()), len(tidy)) + [
+    display = render.wide(tidy_w, [("method", "Method"), ("prores", "ProRes")], scale_cols, None)
+    notes = render.common_notes(int(tidy["ours_text"].ne(EMPTY).sum()), len(tidy)) + [
         "ProRes rows: the linear schedule; our scale presets map to the paper's as " +
         ", ".join(f"{k} -> {v}" for k, v in scales.items()) + "."]
-    return _write(name, stem, tidy, display, title, notes, out_dir, {"scales": scales})
+    return render.write(name, stem, tidy, display, title, notes, out_dir, {"scales": scales})
 
 
 def table_2(collection, out_dir, *, scales: dict | None = None, prefer_grid: str | None = "main") -> TableResult:
@@ -350,16 +261,16 @@ def table_3(collection, out_dir, *, scales: dict | None = None, prefer_grid: str
         lr_ = lm[lm["run_id"] == str(row["run_id"])]
         if col == "avg":
             v = avg(lr_)
-            v, text = _over_seeds([avg(lm[lm["run_id"] == s]) for s in seeds], v, _fmt(v))
+            v, text = _over_seeds([avg(lm[lm["run_id"] == s]) for s in seeds], v, render.fmt(v))
             return v, text, row["run_id"], n, {"metric": "mean"}
         v, metric = _task_value(lr_, tasks[col])
-        v, text = _over_seeds([_task_value(lm[lm["run_id"] == s], tasks[col])[0] for s in seeds], v, _fmt(v))
+        v, text = _over_seeds([_task_value(lm[lm["run_id"] == s], tasks[col])[0] for s in seeds], v, render.fmt(v))
         return v, text, row["run_id"], n, {"metric": metric}
 
     tidy = _fill(ref, ["method", "prores"], cols, find)
-    display = _display(tidy, [("method", "Method"), ("prores", "ProRes")], cols, None)
-    notes = _common_notes(int(tidy["ours_text"].ne(EMPTY).sum()), len(tidy)) + [TABLE3_RULE]
-    return _write("table3", "table3_zeroshot", tidy, display, "Table 3: zero-shot accuracy at 1.3B", notes,
+    display = render.wide(tidy, [("method", "Method"), ("prores", "ProRes")], cols, None)
+    notes = render.common_notes(int(tidy["ours_text"].ne(EMPTY).sum()), len(tidy)) + [TABLE3_RULE]
+    return render.write("table3", "table3_zeroshot", tidy, display, "Table 3: zero-shot accuracy at 1.3B", notes,
                   out_dir, {"rule": TABLE3_RULE})
 
 
@@ -380,14 +291,14 @@ def table_4(collection, out_dir, *, scales: dict | None = None, prefer_grid: str
         seeds, error = _seed_siblings(row, cands)
         if error:
             return np.nan, f"error: {error}", row["run_id"], n, {}
-        v, text = _over_seeds([_task_value(lm[lm["run_id"] == s], names, metric)[0] for s in seeds], v, _fmt(v))
+        v, text = _over_seeds([_task_value(lm[lm["run_id"] == s], names, metric)[0] for s in seeds], v, render.fmt(v))
         return v, text, row["run_id"], n, {}
 
     tidy = _fill(ref, ["method", "prores"], list(TABLE4_TASKS), find)
-    display = _display(tidy, [("method", "Method"), ("prores", "ProRes")], list(TABLE4_TASKS),
-                       {"wikitext": "WikiText", "lambada": "LAMBADA"})
-    notes = _common_notes(int(tidy["ours_text"].ne(EMPTY).sum()), len(tidy)) + [TABLE4_RULE]
-    return _write("table4", "table4_ood_ppl", tidy, display, "Table 4: OOD perplexity at 1.3B", notes, out_dir,
+    display = render.wide(tidy, [("method", "Method"), ("prores", "ProRes")], list(TABLE4_TASKS),
+                           TABLE4_HEADERS)
+    notes = render.common_notes(int(tidy["ours_text"].ne(EMPTY).sum()), len(tidy)) + [TABLE4_RULE]
+    return render.write("table4", "table4_ood_ppl", tidy, display, "Table 4: OOD perplexity at 1.3B", notes, out_dir,
                   {"rule": TABLE4_RULE})
 
 
@@ -428,11 +339,11 @@ def table_6(collection, out_dir, *, scales: dict | None = None, prefer_grid: str
 
     columns = [c for c in ref.columns if c in TABLE6_COLUMNS]  # in the paper's order
     tidy = _fill(ref, ["schedule", "warmup_total_steps"], columns, find)
-    display = _display(tidy, [("schedule", "Schedule"), ("warmup_total_steps", "W")], columns, TABLE6_COLUMNS)
-    notes = _common_notes(int(tidy["ours_text"].ne(EMPTY).sum()), len(tidy)) + [
+    display = render.wide(tidy, [("schedule", "Schedule"), ("warmup_total_steps", "W")], columns, TABLE6_COLUMNS)
+    notes = render.common_notes(int(tidy["ours_text"].ne(EMPTY).sum()), len(tidy)) + [
         f"W matched as steps, or as a fraction of training (paper: {TABLE6_STEPS} steps); 'diverged': ppl > 1000 "
         "or the run diverged. The paper's DeepNorm (15.71) and LNS (14.63) baselines are in its text."]
-    return _write("table6", "table6_schedule_ablation", tidy, display,
+    return render.write("table6", "table6_schedule_ablation", tidy, display,
                   "Table 6: ProRes schedule and warmup length ablation at 350M", notes, out_dir, {})
 
 

@@ -18,7 +18,7 @@ from typing import Literal
 
 import yaml
 
-from study import presets, prores
+from study import lr_schedules, presets, prores
 from study.coerce import coerce
 from study.config_validate import validate as _validate
 from study.errors import ConfigError, unknown_name
@@ -27,11 +27,11 @@ from study.rawconfig import deep_merge, key_under, parse_override, read_yaml, se
 # The config's choices, each once, as a Literal type: the field's annotation, checked by study.coerce (an unknown
 # name gets "unknown <field> ...; valid choices: ..."). Where a tuple of the names is needed (loops, argparse
 # choices, messages) it is read off the Literal. Choices that are tables of their own (scales, methods, recipes,
-# ProRes schedules) take their Literal from the table's names, so a new table entry is a new valid name.
+# ProRes and LR schedules) take their Literal from the table's names, so a new table entry is a new valid name.
 Norm = Literal["pre", "post", "sandwich", "deepnorm", "lns", "lns-gain"]
 Init = Literal["normal", "trunc-normal", "scaled", "ds-init", "deepnorm"]
 EmbedStdRule = Literal["fixed", "sqrt-d"]
-LRSchedule = Literal["wsd", "cosine", "constant"]
+LRSchedule = lr_schedules.Name
 DecayGroups = Literal["matrices", "official"]
 DataSource = Literal["default", "files", "hf"]
 Packing = Literal["pack", "pad"]
@@ -91,7 +91,7 @@ class OptimConfig:
     eps: float = 1e-8
     weight_decay: float = 0.1
     grad_clip: float = 1.0
-    lr_schedule: LRSchedule = "wsd"
+    lr_schedule: LRSchedule = lr_schedules.DEFAULT  # study/lr_schedules.py
     # Give warmup_steps, or warmup_fraction of train.steps; resolution turns a fraction into steps.
     warmup_steps: int | None = None
     warmup_fraction: float | None = None

@@ -9,7 +9,7 @@ ema(values, beta)             exponential moving average, bias-corrected (see it
 loss_gap(prores, baseline)    ProRes - baseline train loss (EMA 0.99) aligned by step
 eval_loss_gap(...)            ProRes - baseline eval loss at the eval steps both runs have
 run_loss_gap(col, a, b)       both of the above for two runs of a collection
-lr_decay_start(run)           first step of the WSD decay, steps * (1 - decay_fraction)
+lr_decay_start(run)           first step of the LR decay phase (study.lr_schedules)
 """
 
 from __future__ import annotations
@@ -19,6 +19,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
+
+from study import lr_schedules
 
 if TYPE_CHECKING:
     from study.collect import Collection
@@ -156,11 +158,14 @@ def run_loss_gap(col: Collection, prores_run: str, baseline_run: str, *, beta: f
 
 
 def lr_decay_start(run) -> float | None:
-    """First step of the WSD learning-rate decay: steps * (1 - decay_fraction); None for other LR schedules."""
+    """First step of the run's LR decay phase (study.lr_schedules: WSD's steps - round(steps · decay_fraction), as
+    the trainer decays), or None for a schedule without one. A run without an lr_schedule has the config's default."""
     steps, frac = run.get("steps"), run.get("decay_fraction")
     sched = run.get("lr_schedule")
-    if sched not in (None, "wsd") or steps is None or frac is None:
+    sched = lr_schedules.DEFAULT if sched is None else sched
+    if sched not in lr_schedules.SCHEDULES or steps is None or frac is None:
         return None
     if isinstance(steps, float) and math.isnan(steps) or isinstance(frac, float) and math.isnan(frac):
         return None
-    return float(steps) * (1.0 - float(frac))
+    start = lr_schedules.decay_start(sched, lr_schedules.Horizon(total=int(steps), decay_fraction=float(frac)))
+    return None if start is None else float(start)

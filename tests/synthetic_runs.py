@@ -28,13 +28,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from study import config, presets, prores
+from study import config, paper_tasks, presets, prores
 
 STEPS = 1200          # optimizer steps of every synthetic run (metrics logged at every step)
 EVAL_EVERY = 100
 PROBE_EVERY = 50
-PAPER_TASKS = ("piqa", "social_iqa", "hellaswag", "winogrande", "arc_easy", "arc_challenge", "openbookqa", "race",
-               "lambada_openai", "mmlu")
+PAPER_TASKS = paper_tasks.ZERO_SHOT  # Table 3's lm-eval tasks
+TABLE3_COLUMN = {t.task: t.column for t in paper_tasks.of_table("table3")}  # lm-eval task -> Table 3 column
 NO_ACC_NORM = ("social_iqa", "winogrande", "race", "lambada_openai", "mmlu")  # lm-eval: acc only
 
 
@@ -302,8 +302,7 @@ def make_synthetic_root(root, *, steps: int = STEPS) -> dict:
             if scale == "1.3b":
                 p3 = _cell(t3, method=label, prores=str(on).lower())
                 p4 = _cell(t4, method=label, prores=str(on).lower())
-                col3 = {"lambada_openai": "lambada", "social_iqa": "siqa"}
-                lm = {task: float(p3[col3.get(task, task)]) + 0.5 for task in PAPER_TASKS}
+                lm = {task: float(p3[TABLE3_COLUMN[task]]) + 0.5 for task in PAPER_TASKS}
                 lm["wikitext"] = float(p4["wikitext"]) + 1.0
                 lm["lambada_ppl"] = float(p4["lambada"]) + 1.0
                 man["table3"][(label, on)] = {k: v for k, v in lm.items() if k in PAPER_TASKS}
@@ -379,16 +378,15 @@ def write_paper_main_root(root, *, steps: int = 100_000) -> int:
     T = 1000, at 130M, 350M and 1.3B), each with `steps` metric rows, held-out evals and probes every 1000 steps
     (small probe tensors), lm_eval.json at 1.3B; final perplexities 2% above Table 2's. Returns the run count."""
     t2, t3, t4 = _paper("t2"), _paper("t3"), _paper("t4")
-    col3 = {"lambada_openai": "lambada", "social_iqa": "siqa"}
     n = 0
-    for method in presets.METHOD_LABELS:
-        label = presets.METHOD_LABELS[method]
+    for method, spec in presets.METHODS.items():
+        label = spec.label
         for scale, paper_scale in (("130m", "130M"), ("350m", "350M"), ("1.3b", "1.3B")):
             for on in (False, True):
                 lm = None
                 if scale == "1.3b":
                     p3, p4 = (_cell(t, method=label, prores=str(on).lower()) for t in (t3, t4))
-                    lm = {task: float(p3[col3.get(task, task)]) + 0.5 for task in PAPER_TASKS}
+                    lm = {task: float(p3[TABLE3_COLUMN[task]]) + 0.5 for task in PAPER_TASKS}
                     lm.update(wikitext=float(p4["wikitext"]) + 1.0, lambada_ppl=float(p4["lambada"]) + 1.0)
                 ppl = float(_cell(t2, method=label, prores=str(on).lower(), scale=paper_scale)["ppl"]) * 1.02
                 write_run(root, grid="paper-main", method=method, scale=scale, schedule="linear" if on else "none",

@@ -5,6 +5,7 @@ lm-eval's own `hf` model scores an export as `study eval` scores the run."""
 from __future__ import annotations
 
 import ast
+import dataclasses
 import json
 import math
 
@@ -15,6 +16,7 @@ from study.config import NORMS, resolve
 from study.evaluate.load import load_for_eval
 from study.export import export_run
 from study.export.hf import MODELING_FILE
+from study.model.norms import placement
 from tests.conftest import tiny_raw
 
 STEPS = 10
@@ -82,7 +84,17 @@ def test_every_placement_loads_in_transformers_with_our_logits(runs, norm, tmp_p
     assert ("modeling_prores.py" in files) == (norm != "pre")
     record = json.loads((tmp_path / "hf" / "export.json").read_text())
     assert (record["format"], record["step"], record["norm"]) == (want_fmt, STEPS, norm)
+    if want_fmt == "prores":  # the modeling file builds the model from the placement table's row, carried here
+        row = placement(norm, load_for_eval(runs[norm]).cfg.model.n_layers)
+        carried = json.loads((tmp_path / "hf" / "config.json").read_text())["placement"]
+        assert carried == {k: v for k, v in dataclasses.asdict(row).items() if k != "name"}
     _assert_same_logits(runs[norm], tmp_path / "hf", want_fmt)
+
+
+def test_the_modeling_file_names_no_placement():
+    """It reads config.json's placement row, so a new placement of the same slots needs no edit of it."""
+    quoted = {f'"{n}"' for n in NORMS} | {f"'{n}'" for n in NORMS}
+    assert not [q for q in quoted if q in MODELING_FILE.read_text()]
 
 
 def test_a_checkpoint_mid_warmup_exports_with_its_alphas(runs, tmp_path):

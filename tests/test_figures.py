@@ -302,3 +302,18 @@ def test_make_returns_skipped_and_empty_collection(tmp_path):
     assert not report.failed
     assert set(report.made) == {"fig6"} | set(TABLE_NAMES)
     assert all(math.isnan(v) for v in report.results["table2"].data["ours"])
+
+
+def test_the_paper_main_root_fills_every_cell_of_tables_2_3_and_4(tmp_path):
+    """tests/synthetic_runs.write_paper_main_root (benchmarks/figures_memory.py's root) has grids/paper/main.yaml's
+    shape: every cell of Tables 2, 3 and 4 filled, 2% above Table 2's perplexities."""
+    from tests.synthetic_runs import write_paper_main_root
+
+    assert write_paper_main_root(tmp_path, steps=1000) == 42
+    col = collect(tmp_path)
+    t2 = pf.table_2(col, tmp_path / "out")
+    assert t2.meta["cells_with_ours"] == t2.meta["cells"] == 42
+    assert np.allclose(t2.data["ours"], t2.data["paper"] * 1.02)
+    for table in (pf.table_3, pf.table_4):
+        t = table(col, tmp_path / "out")
+        assert t.meta["cells_with_ours"] == t.meta["cells"] > 0, t.name

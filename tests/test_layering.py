@@ -23,8 +23,8 @@ ROOTS = ("study", "paper_figures")
 # Lowest first. A unit imports only units of its own layer or of layers listed before it. Keep in step with the
 # layer table of docs/ARCHITECTURE.md (test_doc_lists_every_module checks that every module is listed there).
 LAYERS: list[tuple[str, ...]] = [
-    ("study", "study.errors", "study.fsutil", "study.timeutil", "study.presets", "study.prores", "study.labels",
-     "study.extras", "study.coerce", "study.rawconfig"),
+    ("study", "study.errors", "study.fsutil", "study.timeutil", "study.presets", "study.prores", "study.lr_schedules",
+     "study.paper_tasks", "study.labels", "study.extras", "study.coerce", "study.rawconfig"),
     ("study.config", "study.config_validate", "study.console"),
     ("study.model", "study.perplexity"),
     ("study.data", "study.results", "study.lease", "study.cost"),

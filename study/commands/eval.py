@@ -31,13 +31,15 @@ def positive_int(value: str) -> int:
 
 
 def register(sub) -> None:
+    from study.evaluate.tasks import describe_sets  # no lm-eval import: the set names are plain data
+
     p = sub.add_parser(
         "eval", help="evaluate a run's checkpoint: held-out perplexity (eval.jsonl) and lm-eval (lm_eval.json)",
-        description="Held-out perplexity on the run's own held-out sequences (appended to eval.jsonl, source "
+        description=f"Held-out perplexity on the run's own held-out sequences (appended to eval.jsonl, source "
                     "'eval') and lm-eval tasks in process (lm_eval.json; lm_eval/step_XXXXXXX.json keeps every "
-                    "step). Task sets: paper (the paper's ten zero-shot tasks + wikitext; lambada_openai also "
-                    "gives LAMBADA perplexity), zeroshot (the ten), local (offline tasks from the bundled "
-                    "corpus: corpus_cloze, corpus_lastword, corpus_rolling), none; or lm-eval task names.")
+                    f"step). Task sets: {describe_sets()}; none; or lm-eval task or group names. paper: every "
+                    f"task of the paper's Tables 3 and 4, zeroshot: Table 3's (study/paper_tasks.py); local: "
+                    f"offline, from the bundled corpus.")
     p.add_argument("run_dir", help="run directory (holds config.yaml and checkpoints/)")
     p.add_argument("--step", type=checkpoint_step, default="latest", help="checkpoint step or 'latest' (default)")
     p.add_argument("--tasks", default=None,

@@ -48,23 +48,29 @@ def run(args) -> int:
     return _show(args)
 
 
-def _si(value, unit: str = "") -> str:
+# (factor, suffix), largest first, and the suffix below the smallest factor
+COUNT_UNITS = (((1e12, "T"), (1e9, "B"), (1e6, "M"), (1e3, "k")), "")  # parameters, tokens
+BYTE_UNITS = (((1e12, " TB"), (1e9, " GB"), (1e6, " MB"), (1e3, " kB")), " B")  # decimal, as disks are sold and
+# `df -H` counts: 1.61 GB = 1.61e9 bytes
+
+
+def _scaled(value, units) -> str:
+    """value in the largest unit it reaches, 3 significant digits ('1.61 GB', '134M'); '-' for None."""
     if value is None:
         return "-"
-    for factor, suffix in ((1e12, "T"), (1e9, "B"), (1e6, "M"), (1e3, "k")):
+    scales, base = units
+    for factor, suffix in scales:
         if abs(value) >= factor:
-            return f"{value / factor:.3g}{suffix}{unit}"
-    return f"{value:g}{unit}"
+            return f"{value / factor:.3g}{suffix}"
+    return f"{value:g}{base}"
+
+
+def _si(value) -> str:
+    return _scaled(value, COUNT_UNITS)
 
 
 def _bytes(value) -> str:
-    """Decimal units, as disks are sold and `df -H` counts: 1.61 GB = 1.61e9 bytes."""
-    if value is None:
-        return "-"
-    for factor, suffix in ((1e12, "TB"), (1e9, "GB"), (1e6, "MB"), (1e3, "kB")):
-        if abs(value) >= factor:
-            return f"{value / factor:.3g} {suffix}"
-    return f"{value:g} B"
+    return _scaled(value, BYTE_UNITS)
 
 
 def _hours(value) -> str:

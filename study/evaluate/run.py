@@ -25,12 +25,12 @@ from pathlib import Path
 
 import torch
 
-from study import console
+from study import console, paper_tasks
 from study.timeutil import now
 
 logger = logging.getLogger(__name__)
 
-NUM_FEWSHOT = 0  # the paper's tasks are zero-shot (Table 3); pinned, not left to each task config's default
+NUM_FEWSHOT = paper_tasks.NUM_FEWSHOT  # pinned for every task, not left to each task config's default
 LM_EVAL_DIR = "lm_eval"
 LM_EVAL_FILE = "lm_eval.json"
 MERGED_KEYS = ("results", "groups", "versions", "n-shot", "higher_is_better", "n-samples", "task_sources",

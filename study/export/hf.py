@@ -17,6 +17,7 @@ The folder also holds export.json (run id and name, grid, step, format). Written
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ import torch
 from study.config import run_id
 from study.errors import CheckpointError, ExportError
 from study.fsutil import atomic_dir
+from study.model.norms import placement
 from study.results import RunDir
 
 FORMATS = ("auto", "llama", "prores")
@@ -98,12 +100,20 @@ def llama_config(m, tok, dtype: torch.dtype) -> dict:
             "transformers_version": transformers.__version__}
 
 
+def placement_row(m) -> dict:
+    """The model's row of the placement table (study.model.norms) as config.json carries it for modeling_prores.py:
+    which norm slots are filled, and the residual constant c."""
+    row = dataclasses.asdict(placement(m.norm, m.n_layers))
+    del row["name"]  # config.json's `norm`
+    return row
+
+
 def prores_config(m, tok, dtype: torch.dtype) -> dict:
     import transformers
 
     module = MODELING_FILE.stem
     return {**_common_config(m, tok, dtype), "architectures": ["ProResForCausalLM"], "model_type": "prores",
-            "norm": m.norm, "transformers_version": transformers.__version__,
+            "norm": m.norm, "placement": placement_row(m), "transformers_version": transformers.__version__,
             "auto_map": {"AutoConfig": f"{module}.ProResConfig",
                          "AutoModelForCausalLM": f"{module}.ProResForCausalLM"}}
 

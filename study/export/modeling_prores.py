@@ -1,8 +1,8 @@
 """A ProRes study model as a transformers model: `AutoModelForCausalLM.from_pretrained(DIR, trust_remote_code=True)`.
 
 `study export` copies this file, unchanged, beside the weights of every export that plain `LlamaForCausalLM`
-cannot express: Post-LN, Sandwich-LN, DeepNorm, LayerNorm Scaling (fixed or learned gains), and any model whose
-ProRes multipliers alpha are not all 1 (exported mid-warmup). It needs only torch and transformers: it is a copy
+cannot express: every norm placement but Pre-LN, and any model whose ProRes multipliers alpha are not all 1
+(exported mid-warmup). It needs only torch and transformers: it is a copy
 of the study package's decoder (study/model/), not an import of it, so the export works where the study
 package is not installed. Parameter names are the study's own, so its checkpoints load unchanged.
 
@@ -12,14 +12,13 @@ alpha (a weight-file buffer, as trained) and the placement's norms N:
     h   = norm_branch(F(norm_in(x)))
     out = norm_out(c·x + alpha·h)
 
-| norm      | norm_in           | norm_branch | norm_out | c          |
-|-----------|-------------------|-------------|----------|------------|
-| pre       | N                 | -           | -        | 1          |
-| post      | -                 | -           | N        | 1          |
-| sandwich  | N                 | N           | -        | 1          |
-| deepnorm  | -                 | -           | N        | (2L)^(1/4) |
-| lns       | N times 1/sqrt(l) | -           | -        | 1          |
-| lns-gain  | N (learned gain)  | -           | -        | 1          |
+Which slots hold a norm, and c, are config.json's `placement`: the exported model's row of the study's placement
+table (study/model/norms.py), written by `study export`, so this file needs no copy of that table:
+
+    norm_in      null (none), "rms" (N), "scaled" (N times a fixed 1/sqrt(l)) or "gain" (N with its own gain)
+    norm_branch  true / false: N on the branch output
+    norm_out     true / false: N after the residual add
+    c            the constant of the residual add (DeepNorm's (2L)^(1/4), else 1)
 
 then a final RMSNorm (every placement) and an untied head. Attention is causal with RoPE (rotate-half); no KV
 cache, so generation recomputes the prefix (fine for scoring; slow for long generations).
@@ -35,7 +34,7 @@ from torch import nn
 from transformers import GenerationMixin, PretrainedConfig, PreTrainedModel
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
-PLACEMENTS = ("pre", "post", "sandwich", "deepnorm", "lns", "lns-gain")
+NORM_IN = (None, "rms", "scaled", "gain")  # the kinds of norm_in a placement row may name
 
 
 class ProResConfig(PretrainedConfig):
@@ -43,14 +42,19 @@ class ProResConfig(PretrainedConfig):
 
     def __init__(self, vocab_size=32000, hidden_size=512, intermediate_size=1368, num_hidden_layers=12,
                  num_attention_heads=8, max_position_embeddings=1024, rms_norm_eps=1e-5, rope_theta=10000.0,
-                 norm="pre", tie_word_embeddings=False, **kwargs):
-        if norm not in PLACEMENTS:
-            raise ValueError(f"unknown norm {norm!r}; one of {', '.join(PLACEMENTS)}")
+                 norm=None, placement=None, tie_word_embeddings=False, **kwargs):
+        # transformers builds a config without arguments to find a saved config's non-default keys: only the model
+        # needs a placement (ProResForCausalLM refuses a config without one)
+        if placement is not None and (placement.get("norm_in") not in NORM_IN or not isinstance(
+                placement.get("norm_branch"), bool) or not isinstance(placement.get("norm_out"), bool)
+                or not isinstance(placement.get("c"), (int, float))):
+            raise ValueError(f"placement {placement!r} is not a row of the study's placement table: norm_in one "
+                             f"of {NORM_IN}, norm_branch and norm_out booleans, c a number")
         self.vocab_size, self.hidden_size, self.intermediate_size = vocab_size, hidden_size, intermediate_size
         self.num_hidden_layers, self.num_attention_heads = num_hidden_layers, num_attention_heads
         self.max_position_embeddings = max_position_embeddings
         self.rms_norm_eps, self.rope_theta = rms_norm_eps, rope_theta
-        self.norm = norm
+        self.norm, self.placement = norm, placement  # norm: the placement's name, for the reader
         super().__init__(tie_word_embeddings=tie_word_embeddings, **kwargs)
 
 
@@ -122,14 +126,13 @@ class SwiGLU(nn.Module):
 
 
 class Sublayer(nn.Module):
-    def __init__(self, branch: nn.Module, norm: str, d: int, eps: float, layer: int):
+    def __init__(self, branch: nn.Module, placement: dict, d: int, eps: float, layer: int):
         super().__init__()
         self.branch = branch
-        plain = lambda: RMSNorm(d, eps)  # noqa: E731
-        self.norm_in = {"pre": plain, "sandwich": plain, "lns-gain": plain,
-                        "lns": lambda: RMSNorm(d, eps, scale=1.0 / math.sqrt(layer))}.get(norm, nn.Identity)()
-        self.norm_branch = plain() if norm == "sandwich" else nn.Identity()
-        self.norm_out = plain() if norm in ("post", "deepnorm") else nn.Identity()
+        self.norm_in = {None: nn.Identity, "rms": lambda: RMSNorm(d, eps), "gain": lambda: RMSNorm(d, eps),
+                        "scaled": lambda: RMSNorm(d, eps, scale=1.0 / math.sqrt(layer))}[placement["norm_in"]]()
+        self.norm_branch = RMSNorm(d, eps) if placement["norm_branch"] else nn.Identity()
+        self.norm_out = RMSNorm(d, eps) if placement["norm_out"] else nn.Identity()
 
     def forward(self, x, residual, *args):
         return self.norm_out(residual(x, self.norm_branch(self.branch(self.norm_in(x), *args))))
@@ -138,10 +141,10 @@ class Sublayer(nn.Module):
 class Block(nn.Module):
     def __init__(self, config: ProResConfig, layer: int):
         super().__init__()
-        d, eps, norm = config.hidden_size, config.rms_norm_eps, config.norm
-        self.residual = Residual((2.0 * config.num_hidden_layers) ** 0.25 if norm == "deepnorm" else 1.0)
-        self.attn = Sublayer(Attention(d, config.num_attention_heads), norm, d, eps, layer)
-        self.ffn = Sublayer(SwiGLU(d, config.intermediate_size), norm, d, eps, layer)
+        d, eps, placement = config.hidden_size, config.rms_norm_eps, config.placement
+        self.residual = Residual(float(placement["c"]))
+        self.attn = Sublayer(Attention(d, config.num_attention_heads), placement, d, eps, layer)
+        self.ffn = Sublayer(SwiGLU(d, config.intermediate_size), placement, d, eps, layer)
 
     def forward(self, x, cos, sin, mask):
         return self.ffn(self.attn(x, self.residual, cos, sin, mask), self.residual)
@@ -154,6 +157,8 @@ class ProResForCausalLM(PreTrainedModel, GenerationMixin):
     _supports_sdpa = True
 
     def __init__(self, config: ProResConfig):
+        if config.placement is None:
+            raise ValueError("config.json has no `placement` (the row `study export` writes); export the run again")
         super().__init__(config)
         self.embed = nn.Embedding(config.vocab_size, config.hidden_size)
         self.layers = nn.ModuleList(Block(config, l) for l in range(1, config.num_hidden_layers + 1))

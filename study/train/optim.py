@@ -1,10 +1,10 @@
-"""AdamW with explicit weight-decay groups, and the learning-rate schedules (WSD, cosine, constant)."""
+"""AdamW with explicit weight-decay groups, and the learning-rate scheduler of study.lr_schedules' table."""
 
 from __future__ import annotations
 
-import math
-
 import torch
+
+from study import lr_schedules
 
 # Name segments that wrappers (torch.compile, FSDP1, activation checkpointing, DDP) insert into parameter names.
 _WRAPPER_SEGMENTS = {"_orig_mod", "_fsdp_wrapped_module", "_checkpoint_wrapped_module", "module"}
@@ -64,41 +64,9 @@ def build_optimizer(model: torch.nn.Module, optim_cfg, *, device: torch.device) 
     )
 
 
-def lr_factor(step: int, *, total: int, warmup: int, schedule: str, decay_fraction: float = 0.1,
-              min_ratio: float = 0.0) -> float:
-    """Multiplier of the peak LR for the optimizer step that follows `step` completed steps (0-based).
-
-    Warmup is linear and reaches the peak at the end of `warmup` steps (the first step is not wasted at 0).
-    wsd: warmup, constant, then linear decay to 0 over the last `decay_fraction` of training (the paper's).
-    cosine: warmup, then cosine from 1 to `min_ratio` at the last step.
-    """
-    if warmup > 0 and step < warmup:
-        return (step + 1) / warmup
-    if schedule == "constant":
-        return 1.0
-    if schedule == "wsd":
-        decay_steps = round(decay_fraction * total)
-        decay_start = total - decay_steps
-        if decay_steps <= 0 or step < decay_start:
-            return 1.0
-        return max(0.0, (total - step) / decay_steps)
-    if schedule == "cosine":
-        span = max(1, total - warmup)
-        progress = min(1.0, (step - warmup) / span)
-        return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
-    raise ValueError(f"unknown lr schedule {schedule!r}")
-
-
 def build_scheduler(optimizer, optim_cfg, total_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
-    def factor(step: int) -> float:
-        return lr_factor(step, total=total_steps, warmup=optim_cfg.warmup_steps, schedule=optim_cfg.lr_schedule,
-                         decay_fraction=optim_cfg.decay_fraction, min_ratio=optim_cfg.min_lr_ratio)
-
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-
-
-def decay_start(optim_cfg, total_steps: int) -> int | None:
-    """First step of the LR decay phase (Figure 5's marker)."""
-    if optim_cfg.lr_schedule == "wsd":
-        return total_steps - round(optim_cfg.decay_fraction * total_steps)
-    return None
+    """The config's LR schedule (a row of study.lr_schedules) as a LambdaLR over the peak `optim.lr`."""
+    horizon = lr_schedules.Horizon(total=total_steps, warmup=optim_cfg.warmup_steps,
+                                   decay_fraction=optim_cfg.decay_fraction, min_ratio=optim_cfg.min_lr_ratio)
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: lr_schedules.factor(optim_cfg.lr_schedule, step, horizon))

@@ -31,35 +31,30 @@ from pathlib import Path
 
 import yaml
 
+from study import paper_tasks
 from study.errors import ConfigError, DataError
 
 HERE = Path(__file__).resolve().parent
 
 LOCAL_TASKS = ("corpus_cloze", "corpus_lastword", "corpus_rolling")
-# The paper's ten zero-shot tasks (Table 3; Avg = plain mean of the ten). lambada_openai also reports the
-# LAMBADA perplexity of Table 4 (its `perplexity` metric).
-PAPER_ZERO_SHOT = ("piqa", "social_iqa", "hellaswag", "winogrande", "arc_easy", "arc_challenge", "openbookqa",
-                   "race", "lambada_openai", "mmlu")
-PAPER_PPL = ("wikitext", "lambada_openai")  # Table 4: wikitext word_perplexity, lambada_openai perplexity
+# The paper's tasks, sets and spellings come from study/paper_tasks.py (one record per table column):
+# paper = every task of Tables 3 and 4, zeroshot = Table 3's; local = offline, from the bundled corpus.
+PAPER_ZERO_SHOT = paper_tasks.ZERO_SHOT
 TASK_SETS = {
-    "paper": PAPER_ZERO_SHOT + ("wikitext",),
-    "zeroshot": PAPER_ZERO_SHOT,
+    "paper": paper_tasks.PAPER,
+    "zeroshot": paper_tasks.ZERO_SHOT,
     "local": LOCAL_TASKS,
 }
-ALIASES = {"siqa": "social_iqa", "arc_e": "arc_easy", "arc_c": "arc_challenge", "obqa": "openbookqa",
-           "lambada": "lambada_openai"}
-# lm-eval YAML (file or folder, relative to lm_eval/tasks/) of each task the paper uses: indexing just these is
-# instant, where indexing all of lm-eval's tasks takes ~15 s.
-LM_EVAL_PATHS = {
-    "piqa": "piqa/piqa.yaml", "social_iqa": "siqa/siqa.yaml", "hellaswag": "hellaswag/hellaswag.yaml",
-    "winogrande": "winogrande/default.yaml", "arc_easy": "arc/arc_easy.yaml",
-    "arc_challenge": "arc/arc_challenge.yaml", "openbookqa": "openbookqa/openbookqa.yaml",
-    "race": "race/race.yaml", "lambada_openai": "lambada/lambada_openai.yaml",
-    "wikitext": "wikitext/wikitext.yaml", "mmlu": "mmlu/default",
-}
+ALIASES = paper_tasks.SPELLINGS
+LM_EVAL_PATHS = paper_tasks.LM_EVAL_YAML  # indexing just these is instant; all of lm-eval's tasks take ~15 s
 SPLIT_KEYS = ("training_split", "validation_split", "test_split", "fewshot_split")
 DATA_SUFFIXES = (".jsonl", ".json")
 HUB_PROBE_TIMEOUT_S = 3.0
+
+
+def describe_sets() -> str:
+    """The task sets with their tasks, for help texts: 'paper (piqa, ...); zeroshot (...); local (...)'."""
+    return "; ".join(f"{name} ({', '.join(tasks)})" for name, tasks in TASK_SETS.items())
 
 
 def expand(spec) -> list[str]:
