@@ -9,6 +9,7 @@ import json
 import os
 import random
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -53,6 +54,7 @@ def store(pristine, cache_dir, source, tmp_path):
     times, and stamped where it now lies (a copy has new inodes and ctimes: as `study data verify` would)."""
     path = tmp_path / "store"
     shutil.copytree(pristine, path)
+    _next_tick()
     store_check.verify(path, json.loads((path / "manifest.json").read_text()))
     cfg = resolve(_raw(cache_dir, source, path))
     config_file = tmp_path / "cfg.yaml"
@@ -60,6 +62,12 @@ def store(pristine, cache_dir, source, tmp_path):
     store_mod._OPEN.clear()
     yield cfg, path, config_file
     store_mod._OPEN.clear()
+
+
+def _next_tick() -> None:
+    """Let the filesystem's clock move on: a stamp written in the same tick as a file's last change does not
+    vouch for it (the racily-clean rule), and file times tick at the kernel's timer granularity (ms)."""
+    time.sleep(0.05)
 
 
 def _flip(f: Path, at: int = 3) -> None:
@@ -127,6 +135,7 @@ def test_a_copied_store_is_hashed_at_first_use_until_verify_stamps_it(store, tmp
     cfg, path, _ = store
     copy = tmp_path / "copy"
     shutil.copytree(path, copy)  # new inodes and ctimes: the stamps do not vouch for these files
+    _next_tick()
     data = dataclasses.replace(cfg.data, store_dir=str(copy))
     hashed = _hashes(monkeypatch)
     StoreStream(data, build_tokenizer(data, cfg.model.vocab_size), seq_len=32)
