@@ -322,21 +322,42 @@ def resolve(raw: dict, *, source: str | None = None) -> RunConfig:
 def load(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = (), *,
          base: dict | None = None) -> RunConfig:
     """Load a run config: YAML file (or `base` dict) + 'a.b=c' overrides, resolved and validated."""
-    raw = deep_merge(base or {}, read_yaml(path) if path else {})
+    file_raw = deep_merge(base or {}, read_yaml(path) if path else {})
     source = str(path) if path else None
-    given = {}
+    raw = json.loads(json.dumps(file_raw))
+    given = []
     for text in overrides:
         key, value = parse_override(text)
         set_path(raw, key, value, source=f"--set {text}")
-        given[key] = text
+        given.append((key, value, text))
     try:
         return resolve(raw, source=source)
     except ConfigError as exc:  # blame a bad --set on the --set, not on the file
-        text = next((t for k, t in given.items() if exc.key and (exc.key == k or exc.key.startswith(k + ".")
-                                                                  or exc.key.startswith(k + "["))), None)
-        if text is None:
+        text = next((t for k, _, t in given if exc.key and (exc.key == k or exc.key.startswith(k + ".")
+                                                             or exc.key.startswith(k + "["))), None)
+        if text is not None:
+            raise ConfigError(exc.message, key=exc.key, source=f"--set {text}") from None
+        culprit = _culprit(file_raw, given, source) if given else None
+        if culprit is None:
             raise
-        raise ConfigError(exc.message, key=exc.key, source=f"--set {text}") from None
+        raise culprit from None
+
+
+def _culprit(file_raw: dict, given: list, source: str | None) -> ConfigError | None:
+    """The error of the first --set whose value makes a file that resolves on its own fail (a cross-field check:
+    `--set model.d_model=100` breaks the file's n_heads), blamed on that --set; None when the file alone fails."""
+    raw = json.loads(json.dumps(file_raw))
+    try:
+        resolve(raw, source=source)
+    except ConfigError:
+        return None
+    for key, value, text in given:
+        set_path(raw, key, value)
+        try:
+            resolve(raw, source=source)
+        except ConfigError as exc:
+            return ConfigError(exc.message, key=exc.key, source=f"--set {text}")
+    return None
 
 
 def semantic_dict(cfg: RunConfig) -> dict:

@@ -35,6 +35,8 @@ def validate(cfg: RunConfig, source: str | None) -> None:
     m, p, o, t = cfg.model, cfg.prores, cfg.optim, cfg.train
     for key in ("vocab_size", "d_model", "n_layers", "n_heads", "ffn_hidden", "seq_len"):
         _positive(getattr(m, key), f"model.{key}", source)
+    if m.seq_len < 2:  # one token has no context: attention is the identity, every prediction a bigram
+        raise ConfigError(f"must be >= 2, got {m.seq_len!r}", key="model.seq_len", source=source)
     _positive(m.init_std, "model.init_std", source)
     _positive(m.init_truncation, "model.init_truncation", source)
     if m.d_model % m.n_heads or (m.d_model // m.n_heads) % 2:
@@ -97,6 +99,15 @@ def validate(cfg: RunConfig, source: str | None) -> None:
     _positive(cfg.eval.lm_eval_limit, "eval.lm_eval_limit", source)
     _positive(t.probe_sequences, "train.probe_sequences", source)
     _positive(t.probe_len, "train.probe_len", source)
+    if t.probe_every and t.probe_len > m.seq_len:  # the probe is cut from a held-out sequence of seq_len tokens
+        raise ConfigError(f"must be <= model.seq_len ({m.seq_len}) to probe, got {t.probe_len}",
+                          key="train.probe_len", source=source)
+    _positive(t.console_every, "train.console_every", source, allow_zero=True)
+    evaluates = cfg.eval.every > 0 or cfg.eval.at_end or t.probe_every > 0
+    if evaluates and d.heldout_fraction == 0 and not (d.source == "hf" and d.eval_split):
+        raise ConfigError("0 leaves no held-out documents to evaluate (or probe) on; set it > 0, give an HF "
+                          "dataset's data.eval_split, or turn evaluation off (eval.every=0, eval.at_end=false)",
+                          key="data.heldout_fraction", source=source)
     _positive(t.diverge_loss, "train.diverge_loss", source)
     if not 0 <= t.seed < 2 ** 32:  # numpy's seed range, and every seed is representable in every RNG
         raise ConfigError(f"must be in [0, 2**32), got {t.seed!r}", key="train.seed", source=source)

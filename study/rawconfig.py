@@ -66,6 +66,49 @@ class _UniqueKeyLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
+# The most values a YAML file may hold once its aliases are expanded. A config or grid holds hundreds; aliases
+# of aliases can expand a few lines into billions ("billion laughs"), which loading would then build and every
+# later copy expand (minutes and gigabytes, no output).
+MAX_YAML_VALUES = 100_000
+
+
+def _check_expansion(root, source: str) -> None:
+    """Refuse a composed YAML document whose aliases expand beyond MAX_YAML_VALUES values or refer to themselves
+    (counted over the node graph, each node once: as fast as the text is long)."""
+    sizes: dict[int, int] = {}
+    open_nodes: set[int] = set()
+
+    def size(node) -> int:
+        key = id(node)
+        if key in sizes:
+            return sizes[key]
+        if key in open_nodes:
+            raise ConfigError(f"a YAML alias refers to a node that contains it (line {node.start_mark.line + 1}); "
+                              f"write the values out", source=source)
+        open_nodes.add(key)
+        if isinstance(node, yaml.MappingNode):
+            total = 1 + sum(size(k) + size(v) for k, v in node.value)
+        elif isinstance(node, yaml.SequenceNode):
+            total = 1 + sum(size(v) for v in node.value)
+        else:
+            total = 1
+        open_nodes.discard(key)
+        sizes[key] = total
+        return total
+
+    if size(root) > MAX_YAML_VALUES:
+        raise ConfigError(f"its YAML aliases expand to {size(root):,} values, more than the {MAX_YAML_VALUES:,} a "
+                          f"config may hold (anchors of anchors: a \"billion laughs\" file?); write the values out",
+                          source=source)
+
+
+def check_aliases(text: str | bytes, source: str) -> None:
+    """`_check_expansion` for YAML text read by another loader (study.collect reads configs with libyaml)."""
+    node = yaml.compose(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+    if node is not None:
+        _check_expansion(node, source)
+
+
 def read_yaml(path: str | Path) -> dict:
     """A YAML mapping from `path` (safe loader; empty files, duplicate keys and non-text files refused)."""
     path = Path(path)
@@ -81,12 +124,20 @@ def read_yaml(path: str | Path) -> dict:
         raise ConfigError(f"cannot be read: {exc.strerror or exc}", source=str(path)) from None
     if "\x00" in text:
         raise ConfigError("is a binary file, not YAML", source=str(path))
+    loader = _UniqueKeyLoader(text)
     try:
-        data = yaml.load(text, Loader=_UniqueKeyLoader)
+        node = loader.get_single_node()
+        if node is not None:
+            _check_expansion(node, str(path))
+        data = loader.construct_document(node) if node is not None else None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
         raise ConfigError(f"not valid YAML{where}: {getattr(exc, 'problem', exc)}", source=str(path)) from None
+    except RecursionError:
+        raise ConfigError("is nested too deeply to be a config", source=str(path)) from None
+    finally:
+        loader.dispose()
     if data is None:
         raise ConfigError("is empty; expected a YAML mapping (omit the file to use the defaults)", source=str(path))
     if not isinstance(data, dict):

@@ -11,8 +11,10 @@ Pure reading (no torch, no submitit at import). The states are those of study.re
     failed       the trainer recorded an error (an exception, a full disk, ...): resubmitted only with
                  --rerun-failed
     interrupted  stopped by SIGTERM/SIGUSR2/Ctrl-C with a checkpoint, or its owner is gone without recording an
-                 error (SIGKILL, OOM kill, node failure: the lease went stale, or the recorded job ended while
-                 the run said 'running'); resumes from its latest checkpoint when run or submitted again
+                 error (SIGKILL, OOM kill, node failure: the lease went stale or names a dead process, or the
+                 recorded job ended while the run said 'running'; also while that job still runs, since the
+                 trainer that wrote 'running' is gone); resumes from its latest checkpoint when run or submitted
+                 again
     A recorded job that ended while the run still said pending/queued (cancelled in the queue) reads 'pending'.
 
 `read_run_state(run_dir)` reads the files; `job_states(runs)` asks each recorded job's backend (study.clusters:
@@ -58,13 +60,15 @@ class RunState:
     diverged_step: int | None = None
     updated: str | None = None
     owner: str | None = None  # the live owner of a running run (host, pid, SLURM job, heartbeat)
+    owner_gone: str | None = None  # why the owner of a run recorded 'running' is known to be gone
     run_id: str | None = None
     axes: dict = field(default_factory=dict)
 
     @property
     def live(self) -> bool:
-        """A job for this run is queued or running right now (never submit it again)."""
-        return self.state in ("queued", "running") and self.job_id is not None and self.job_state is not None \
+        """A job for this run is queued or running right now (never submit it again), whatever the run's own
+        files say (a job whose trainer died may still be restarting it)."""
+        return self.state not in FINAL_STATES and self.job_id is not None and self.job_state is not None \
             and _job_alive(self.job_state)
 
     def to_dict(self) -> dict:
@@ -125,7 +129,7 @@ def read_run_state(run_dir: str | Path) -> RunState:
     last = last_jsonl_row(run_dir / "metrics.jsonl")
     step = last.get("step") if last is not None and isinstance(last.get("step"), int) else status.get("step")
     job = status.get("job_id")
-    error, owner = status.get("error"), None
+    error, owner, gone = status.get("error"), None, None
     if recorded == "running":  # is anyone still training it? (SIGKILL, OOM and node failures write nothing)
         lease = lease_mod.read(run_dir)
         gone = lease_mod.owner_gone(lease)
@@ -140,6 +144,7 @@ def read_run_state(run_dir: str | Path) -> RunState:
         loss=_as_float(last.get("loss")) if last else None,
         job_id=str(job) if job not in (None, "") else None, job_cluster=status.get("job_cluster"),
         error=error, diverged_step=status.get("diverged_step"), updated=status.get("updated"), owner=owner,
+        owner_gone=gone,
     )
 
 
@@ -196,6 +201,11 @@ def refine(run: RunState, job_state: str | None) -> RunState:
     if not job_state or job_state == clusters.UNKNOWN:
         return run  # the files and the owner's lease (read_run_state) say all there is
     state, error = effective_state(run.recorded, job_state)
+    if state == "running" and run.recorded == "running" and run.owner_gone:
+        # The job lives on but the trainer that wrote 'running' is gone (killed during its final save, one rank
+        # of several dead, a requeued job not yet restarted): nothing trains it now.
+        state, error = "interrupted", (f"owner gone ({run.owner_gone}) while its job {run.job_id} is still "
+                                       f"{job_state}; resumes when the job restarts it, or after it ends")
     run.state = state
     if error:
         run.error = error

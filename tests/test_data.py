@@ -15,7 +15,7 @@ from study.data import TrainStream, build_tokenizer, documents, heldout_batches
 from study.data import corpus as corpus_mod
 from study.data import tokenizer as tokenizer_mod
 from study.data import tokens as tokens_mod
-from study.errors import DataError
+from study.errors import ConfigError, DataError
 
 VOCAB = 512
 # split() of one string reads better here than the 26-item list literal SIM905 asks for
@@ -150,7 +150,7 @@ def test_bpe_round_trip_and_cache_reuse(default_cfg, tok):
     again = build_tokenizer(default_cfg, VOCAB)
     assert tokenizer_mod.STATS["bpe_trained"] == trained and os.stat(path).st_mtime_ns == mtime
     assert again.fingerprint == tok.fingerprint
-    with pytest.raises(DataError, match="vocab_size >= 257"):
+    with pytest.raises(ConfigError, match="vocab_size >= 257"):  # bad input: exit 2
         build_tokenizer(default_cfg, 100)
 
 

@@ -168,8 +168,9 @@ def resolve_options(cli: dict | None = None, profile: dict | None = None, grid: 
         out["cpus_per_task"] = CPUS_PER_GPU_TASK if gpus > 0 else CPUS_PER_CPU_TASK
         sources["cpus_per_task"] = "default"
     if gpus and out["tasks_per_node"] != gpus:
+        named = {"grid": f"{grid_source} (cluster)", "profile": "profile", "cli": "the command line"}
         raise ConfigError(f"tasks_per_node={out['tasks_per_node']} but gpus_per_node={gpus}: one task per GPU",
-                          key="tasks_per_node")
+                          key="tasks_per_node", source=named.get(sources.get("tasks_per_node", "")))
     if out.get("cluster") is not None:
         backend(out["cluster"])
     out["sources"] = sources

@@ -18,7 +18,9 @@ problems     path, run_id, file, problem: everything that is missing or unreadab
 
 States: the status.json state (pending, running, completed, diverged, failed, interrupted); `partial` when a run
 directory has no status.json; `corrupt` when status.json cannot be read. Corrupt files (a truncated JSON line, an
-unreadable config.yaml, a missing run.json) are reported in `problems` and the rest of the run is kept.
+unreadable config.yaml, a missing run.json) are reported in `problems` and the rest of the run is kept. Rows
+written twice (the same eval measurement: step, dataset, split, source, tokens, seq_len; the same probe step and
+layer; a repeated metrics step) keep their last copy, and the copies dropped are counted as a problem.
 
 Speed: each .jsonl file is parsed by pyarrow's JSON reader (the fast path; runs are read on several threads);
 a file it rejects is re-read line by line with json.loads, keeping every line that parses and reporting the

@@ -20,6 +20,9 @@ import pyarrow as pa
 import pyarrow.json as pajson
 import yaml
 
+from study.errors import ConfigError
+from study.rawconfig import check_aliases
+
 try:  # libyaml is ~10x faster than the pure-Python loader: it matters for 1,000 configs
     _YamlLoader = yaml.CSafeLoader
 except AttributeError:  # pragma: no cover
@@ -191,9 +194,16 @@ def read_json(path: Path) -> tuple[dict | None, str | None]:
 
 def read_yaml(path: Path) -> tuple[dict | None, str | None]:
     try:
-        data = yaml.load(path.read_bytes(), Loader=_YamlLoader)
+        raw = path.read_bytes()
+        if b"&" in raw:  # an anchor (the configs the trainer writes have none): bounded before it is expanded
+            check_aliases(raw, str(path))
+        data = yaml.load(raw, Loader=_YamlLoader)
     except FileNotFoundError:
         return None, "missing"
+    except ConfigError as exc:
+        return None, exc.message
+    except RecursionError:
+        return None, "nested too deeply"
     except (OSError, yaml.YAMLError) as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""

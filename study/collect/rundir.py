@@ -176,6 +176,7 @@ def read_run(path: Path, root: Path, keep_alpha: bool) -> RunRead:
     if epath.exists():
         table, probs = read_jsonl(epath, EVAL_SCHEMA)
         out.problems += [("eval.jsonl", p) for p in probs]
+        table = _drop_duplicates(table, EVAL_KEY, "eval.jsonl", out.problems)
         out.evals = table
         if table is not None and len(table):
             row.update(n_evals=len(table), **_final_eval(table))
@@ -186,6 +187,7 @@ def read_run(path: Path, root: Path, keep_alpha: bool) -> RunRead:
     if ppath.exists():
         table, probs = read_jsonl(ppath, PROBE_SCHEMA)
         out.problems += [("probes.jsonl", p) for p in probs]
+        table = _drop_duplicates(table, PROBE_KEY, "probes.jsonl", out.problems)
         out.probes = table
         if table is not None and "step" in table.column_names:
             row["n_probe_steps"] = len(set(table.column("step").to_pylist()))
@@ -237,6 +239,25 @@ def _check_steps(table: pa.Table | None, name: str, problems: list) -> pa.Table 
     idx = idx[np.argsort(steps[idx], kind="stable")]
     problems.append((name, f"steps not increasing ({len(steps) - len(idx)} repeated); kept the last row per step"))
     return table.take(pa.array(idx))
+
+
+# What makes a row one measurement: two rows with the same values here are the same measurement written twice
+# (a copied file, an evaluation appended again by hand); rows that differ in the tokens evaluated or in who
+# measured (source: the trainer or `study eval`) are separate measurements.
+EVAL_KEY = ("step", "dataset", "split", "source", "tokens", "seq_len")
+PROBE_KEY = ("step", "layer")
+
+
+def _drop_duplicates(table: pa.Table | None, key: tuple, name: str, problems: list) -> pa.Table | None:
+    """The table with one row per `key` (the last written), and a problem saying how many were dropped."""
+    cols = [k for k in key if table is not None and k in table.column_names]
+    if table is None or len(table) < 2 or "step" not in cols:
+        return table
+    dup = table.select(cols).to_pandas().duplicated(keep="last").to_numpy()
+    if not dup.any():
+        return table
+    problems.append((name, f"{int(dup.sum())} duplicate rows (same {', '.join(cols)}); kept the last of each"))
+    return table.take(pa.array(np.flatnonzero(~dup)))
 
 
 def _final_eval(table: pa.Table) -> dict:

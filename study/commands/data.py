@@ -1,13 +1,15 @@
-"""`study data prepare|info CONFIG_OR_GRID`: the token store of a run config's or a grid's data (study.data.store).
+"""`study data prepare|info|verify`: the token store of a run config's or a grid's data (study.data.store).
 
     study data prepare grids/paper/main.yaml --workers 16    # once, where the source is readable
     study data info grids/paper/main.yaml                    # where the store is, and whether it is ready
+    study data verify grids/paper/main.yaml                  # every shard against the manifest's sha256
 
 A grid's cells that share their data (source, splits, tokenizer) share one store, prepared once, up to the
 training tokens the cell that needs most trains on (`--max-tokens`). The store is tokenized in parallel by
 `--workers` workers (threads for a local corpus with a fast tokenizer, else processes), one unit (a parquet row
 group or another shard of a dataset, or 256 documents of a local corpus) at a time; the result does not depend
-on the number of workers. Re-running resumes a partial store and does nothing for a finished one.
+on the number of workers. Re-running resumes a partial store, and on a finished one checks every file and
+rewrites the damaged ones only (docs/data.md). `verify` also takes a store folder; each problem is one line, exit 2.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import json
 import os
 
 from study.clusters.options import add_flags
+from study.errors import ConfigError
 
 # The cluster options of a preparation job (study.clusters.options), besides --cluster: CPU-only tasks.
 PREPARE_FLAGS = ("partition", "account", "time", "cpus_per_task", "mem_gb", "logs")
@@ -24,13 +27,21 @@ PREPARE_FLAGS = ("partition", "account", "time", "cpus_per_task", "mem_gb", "log
 def register(sub) -> None:
     p = sub.add_parser("data", help="prepare the token store a config or grid trains from (once, in parallel)")
     dsub = p.add_subparsers(dest="data_command", required=True, parser_class=type(p))
-    for name, helptext in (("prepare", "tokenize the data of a config or grid once into its token store"),
-                           ("info", "where a config's or grid's token store is and whether it is prepared")):
+    for name, helptext in (("prepare", "tokenize the data of a config or grid once into its token store (on a "
+                                       "prepared store: check every file, rewrite the damaged ones)"),
+                           ("info", "where a config's or grid's token store is and whether it is prepared"),
+                           ("verify", "check every shard of a token store against its manifest (sha256); one "
+                                      "line per problem, exit 2")):
         q = dsub.add_parser(name, help=helptext)
-        q.add_argument("config", metavar="CONFIG_OR_GRID", help="run config YAML or grid file (or a grid name)")
+        q.add_argument("config", metavar="STORE_OR_GRID" if name == "verify" else "CONFIG_OR_GRID",
+                       help="run config YAML or grid file (or a grid name)"
+                            + ("; or a store folder (holding manifest.json)" if name == "verify" else ""))
         q.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                        help="override a config value (run configs only; repeatable)")
         q.add_argument("--json", action="store_true", help="print one JSON object")
+        if name == "verify":
+            q.add_argument("--workers", type=int, default=None,
+                           help="files hashed at once (default: the CPUs available to this process)")
         if name == "prepare":
             q.add_argument("--max-tokens", type=int, default=None, metavar="N",
                            help="stop once the store holds N training tokens (whole units in source order, the "
@@ -60,7 +71,6 @@ def data_configs(target: str, overrides: list[str]) -> list[tuple]:
     from pathlib import Path
 
     from study import config, rawconfig
-    from study.errors import ConfigError
     from study.grid import find_grid, load_grid
 
     path = Path(target)
@@ -92,8 +102,6 @@ def data_configs(target: str, overrides: list[str]) -> list[tuple]:
 
 def _max_tokens(args, need: int) -> int:
     """--max-tokens, checked, or the cells' need (data_configs)."""
-    from study.errors import ConfigError
-
     if args.max_tokens is not None and args.max_tokens < 0:
         raise ConfigError(f"--max-tokens must be >= 0 (0: the whole source), got {args.max_tokens}", key="--max-tokens")
     return need if args.max_tokens is None else args.max_tokens
@@ -106,11 +114,12 @@ def _usable_cpus() -> int:
 
 def run(args) -> int:
     from study.data import store
-    from study.errors import ConfigError
 
-    cfgs = data_configs(args.config, args.overrides)
     if getattr(args, "workers", None) is not None and args.workers < 1:
         raise ConfigError(f"--workers must be >= 1, got {args.workers}", key="--workers")
+    if args.data_command == "verify":
+        return _verify(args)
+    cfgs = data_configs(args.config, args.overrides)
     if args.data_command == "prepare" and args.cluster:
         return _submit(args, cfgs)
     rows = []
@@ -152,7 +161,6 @@ def _submit(args, cfgs) -> int:
     from study.clusters import backend
     from study.data import store
     from study.dispatch import load_profile, make_executor, resolve_options
-    from study.errors import ConfigError
 
     if args.tasks < 1:
         raise ConfigError(f"--tasks must be >= 1, got {args.tasks}", key="--tasks")
@@ -176,3 +184,50 @@ def _submit(args, cfgs) -> int:
             print(f"{path}: submitted array job {jobs[0].job_id.split('_')[0]} ({len(jobs)} tasks) and finalize job "
                   f"{final.job_id} (afterok); `study data info {args.config}` says when it is ready")
     return 0
+
+
+def _verify(args) -> int:
+    """`study data verify`: every store of a config or grid (or the store folder given), each file hashed; one
+    line per problem and exit 2, else one OK line per store."""
+    from pathlib import Path
+
+    from study import console
+    from study.data import store_check, store_read
+    from study.data.store_manifest import StoreError, store_path
+
+    target = Path(args.config)
+    if target.is_dir():
+        if args.overrides:
+            raise ConfigError("--set applies to run configs, not to a store folder", key="--set")
+        stores = [(target, None)]
+    else:
+        stores = [(store_path(cfg.data, cfg.model.vocab_size), cfg) for cfg, _ in data_configs(args.config,
+                                                                                                 args.overrides)]
+    hint = f"study data prepare {args.config}" if not target.is_dir() else "study data prepare CONFIG_OR_GRID"
+    rows, lines = [], []
+    for path, cfg in stores:
+        row = {"store": str(path), "problems": []}
+        rows.append(row)
+        try:
+            manifest = store_read.read_manifest(path, cfg and cfg.data, cfg and cfg.model.vocab_size)
+        except StoreError as exc:
+            row["problems"].append(str(exc))
+            lines.append(str(exc))
+            continue
+        problems, totals = store_check.verify(path, manifest, workers=args.workers or _usable_cpus())
+        _, tok_problem = store_read.saved_tokenizer(path, manifest)
+        row.update(totals)
+        row["problems"] = problems + ([tok_problem] if tok_problem else [])
+        lines += [f"token store {path}: {p}; `{hint}` rewrites the damaged files" for p in problems]
+        if tok_problem:
+            lines.append(f"token store {path}: {tok_problem}; delete the store and prepare it again")
+    if args.json:
+        print(json.dumps(rows if len(rows) != 1 else rows[0], indent=1))
+    else:
+        for row in rows:
+            if not row["problems"]:
+                print(f"{row['store']}: OK, {row['shards']} shards ({row['bytes']:,} bytes) match the manifest's "
+                      f"sha256 ({row['seconds']:.1f} s)")
+        for line in lines:
+            console.log.error("%s", line)
+    return 2 if lines else 0

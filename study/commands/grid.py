@@ -42,10 +42,47 @@ def register(subparsers) -> None:
 
 def run(args) -> int:
     if args.grid_command == "validate":
-        grid = grid_mod.load_grid(args.grid)
-        print(f"{grid.source}: OK, {len(grid.all_cells)} cells")
-        return 0
+        return _validate(args)
     return _show(args)
+
+
+def _validate(args) -> int:
+    """Every cell resolved (load_grid), the grid's cluster options as `study submit` checks them, and what each
+    distinct data config needs on this machine: its local files, and its token store when prepared (a store not
+    prepared yet is a note: `study data prepare` comes after validating). One line per problem, exit 2."""
+    from study import console
+    from study.clusters.options import resolve_options
+    from study.data import corpus
+    from study.data.store_manifest import store_path
+    from study.data.store_read import check_ready
+
+    grid = grid_mod.load_grid(args.grid)
+    resolve_options(None, None, grid.cluster, grid_source=str(grid.path))
+    problems, notes, seen = [], [], set()
+    for cell in grid.all_cells:
+        d = cell.config.data
+        key = json.dumps(C.to_dict(C.RunConfig(data=d)), sort_keys=True) + str(cell.config.model.vocab_size)
+        if key in seen:
+            continue
+        seen.add(key)
+        store = store_path(d, cell.config.model.vocab_size) if d.store else None
+        if store is not None and (store / "manifest.json").exists():  # runs read the store, not the source
+            problems += [f"{grid.source}: cell ({cell.describe()}): {why}" for _, why in check_ready([cell])]
+            continue
+        missing = corpus.missing_files(d)
+        if missing:
+            problems.append(f"{grid.source}: cell ({cell.describe()}): {missing}")
+        if store is not None:
+            notes.append(f"token store {store} not prepared yet: `study data prepare {args.grid}` before "
+                         f"`study submit`")
+    for line in problems:
+        console.log.error("%s", line)
+    if problems:
+        return 2
+    for line in notes:
+        console.log.info("%s", line)
+    print(f"{grid.source}: OK, {len(grid.all_cells)} cells")
+    return 0
 
 
 # (factor, suffix), largest first, and the suffix below the smallest factor

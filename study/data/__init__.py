@@ -12,7 +12,8 @@ heldout_batches(cfg.data, tok, seq_len=, tokens=, batch_size=) -> list of batche
 Modules: corpus (document sources, held-out split), tokenizer (hf_tokenizer: the Tokenizer wrapper and its saved
 files), tokens (token cache of finite corpora), packing (TrainStream, heldout_batches), cache (atomic writes,
 locks), store (the token store written once by `study data prepare`; store_manifest, store_units, store_prepare,
-store_read), store_stream (StoreStream: each rank reads its sequences from the store, row by row).
+store_read, store_check, store_repair), store_stream (StoreStream: each rank reads its sequences from the store,
+row by row).
 """
 
 from study.data.corpus import documents, is_heldout

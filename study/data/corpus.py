@@ -319,6 +319,32 @@ def load_hf(data_cfg, split: str, *, streaming: bool | None = None):
                         f"if the hub is unreachable or the dataset is missing, {hf_hint()}") from None
 
 
+# `datasets` builders that read data.hf_data_files from this machine (another hf_path names a hub dataset, whose
+# data files are paths inside its repository)
+LOCAL_BUILDERS = ("json", "parquet", "csv", "text", "arrow")
+
+
+def missing_files(data_cfg) -> str | None:
+    """What local file the data config names but this machine lacks (data.paths, a local builder's
+    data.hf_data_files, a tokenizer given as a path), or None: found before a run starts reading."""
+    d = data_cfg
+    if d.source == "files":
+        try:
+            expand_paths(d.paths)
+        except DataError as exc:
+            return str(exc)
+    if d.source == "hf" and d.hf_path in LOCAL_BUILDERS:
+        for split, files in (d.hf_data_files or {}).items():
+            for pattern in [files] if isinstance(files, str) else files:
+                pattern = os.path.expanduser(str(pattern))
+                if "://" not in pattern and not any(os.path.isfile(m) for m in glob.glob(pattern, recursive=True)):
+                    return f"data.hf_data_files.{split}: no file matches {pattern!r}"
+    tok = d.tokenizer
+    if tok.startswith(("/", "./", "../", "~")) and not Path(os.path.expanduser(tok)).is_dir():
+        return f"data.tokenizer: no folder {tok}"
+    return None
+
+
 def hf_doc_id(text: str) -> str:
     return "hf:" + hashlib.sha1(text.encode("utf-8")).hexdigest()[:20]
 

@@ -12,6 +12,7 @@ import json
 import os
 from pathlib import Path
 
+from study.data.hub import hub_reachable
 from study.errors import DataError
 from study.fsutil import atomic_dir
 
@@ -58,17 +59,28 @@ class Tokenizer:
         return f"Tokenizer(name={self.name!r}, vocab_size={self.vocab_size}, eos_id={self.eos_id})"
 
 
+_OFFLINE_HINT = ("without network, give data.tokenizer as a local folder holding tokenizer.json (or "
+                 "tokenizer.model), or use data.tokenizer=default (a BPE trained offline on the bundled corpus)")
+
+
 def load_hf_tokenizer(name: str):
-    """A Hugging Face tokenizer by hub name or local folder, or a DataError that says what to do offline."""
+    """A Hugging Face tokenizer by hub name or local folder, or a DataError that says what to do offline. A hub
+    name is looked up in the local Hugging Face cache alone when the hub does not answer (study.data.hub): a
+    name it does not hold fails at once, not after transformers' retries."""
+    local = os.path.expanduser(name) if name.startswith("~") else name
+    kwargs = {}
+    if not Path(local).is_dir() and not hub_reachable():
+        kwargs["local_files_only"] = True
     try:
         from transformers import AutoTokenizer
 
-        return AutoTokenizer.from_pretrained(os.path.expanduser(name) if name.startswith("~") else name)
+        return AutoTokenizer.from_pretrained(local, **kwargs)
     except Exception as exc:  # OSError (offline / not found), ValueError, ImportError (sentencepiece) ...
+        if kwargs:
+            raise DataError(f"cannot load tokenizer {name!r}: not a local folder, the Hugging Face Hub cannot be "
+                            f"reached and the local Hugging Face cache does not hold it; {_OFFLINE_HINT}") from None
         msg = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        raise DataError(f"cannot load tokenizer {name!r}: {type(exc).__name__}: {msg}; without network, give "
-                        f"data.tokenizer as a local folder holding tokenizer.json (or tokenizer.model), or use "
-                        f"data.tokenizer=default (a BPE trained offline on the bundled corpus)") from None
+        raise DataError(f"cannot load tokenizer {name!r}: {type(exc).__name__}: {msg}; {_OFFLINE_HINT}") from None
 
 
 def save_tokenizer(tok: Tokenizer, folder: Path) -> None:

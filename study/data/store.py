@@ -38,13 +38,16 @@ name and a rename, and records a finished unit in `units/<split>-<j>.json` after
 preparation re-checks and keeps the finished units and redoes the rest. The manifest is written and the folder
 renamed to `<store>` only when every unit is done. A file lock (`<store>.lock`) serialises preparers on one
 machine; on shared filesystems without working locks, concurrent preparers write identical files under atomic
-renames and the first final rename wins. A training run never uses a partial store: it refuses a missing
-manifest, a shard whose size disagrees with the manifest, or a manifest that names another source or
-tokenizer (DataError, exit 2, with the command to run).
+renames and the first final rename wins. A training run never uses a partial or damaged store: it refuses a
+missing or tampered manifest, a file whose size disagrees with the manifest, a shard whose bytes do not match its
+sha256 (checked before its first read, store_check), or a manifest that names another source or tokenizer
+(StoreError, exit 2, with the command to run). `prepare` on a finished store checks every file and rewrites the
+damaged ones (store_repair).
 
 Modules (this one re-exports their names): store_manifest (key, spec, manifest, StoreError), store_units (units,
 tokenizing, shard writing), store_prepare (`prepare`, `submit_prepare`, workers), store_read (`open_store`,
-SplitView, the store's tokenizer); the tokenizer's saved files: study.data.hf_tokenizer.
+SplitView, the store's tokenizer), store_check (what proves the bytes; `verify`), store_repair; the tokenizer's
+saved files: study.data.hf_tokenizer.
 """
 
 from __future__ import annotations

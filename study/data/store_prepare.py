@@ -16,8 +16,10 @@ from pathlib import Path
 from study import fsutil
 from study.data import cache, corpus
 from study.data.hf_tokenizer import load_tokenizer_dir, save_tokenizer
+from study.data.store_check import damaged, write_stamps
 from study.data.store_manifest import SPLITS, StoreError, build_manifest, source_fingerprint, spec, store_path
-from study.data.store_read import open_store
+from study.data.store_read import forget, read_manifest
+from study.data.store_repair import repair
 from study.data.store_units import (
     UNITS_FORMAT,
     Unit,
@@ -114,7 +116,7 @@ def prepare(data_cfg, vocab_size: int, *, workers: int = 1, units: list[int] | N
     """
     path = store_path(data_cfg, vocab_size)
     if (path / "manifest.json").exists():
-        return _reuse(data_cfg, vocab_size, path, max_tokens)
+        return _reuse(data_cfg, vocab_size, path, max_tokens, workers)
     path.parent.mkdir(parents=True, exist_ok=True)
     # A job-array task (units given, no finalize) works on its own units only: no lock, so tasks run together
     # (their files are disjoint and every write is an atomic rename); whoever finalizes holds the lock.
@@ -172,6 +174,8 @@ def prepare(data_cfg, vocab_size: int, *, workers: int = 1, units: list[int] | N
         manifest.update(max_tokens=max_tokens or None,
                         complete=sum(1 for k in kept if "train" in plan[k].splits) == n_train)
         fsutil.atomic_write_text(partial / "manifest.json", json.dumps(manifest, indent=1))
+        write_stamps(partial, {f"{split}/{rec['file']}.bin": {"sha256": rec["sha256"], "id": markers[k]["ids"][split]}
+                               for k in kept if "ids" in markers[k] for split, rec in markers[k]["shards"].items()})
         shutil.rmtree(partial / "units", ignore_errors=True)
         (partial / CAP_FILE).unlink(missing_ok=True)
         try:
@@ -201,10 +205,11 @@ def _recorded_cap(partial: Path, max_tokens: int | None) -> int:
     return int(max_tokens)
 
 
-def _reuse(data_cfg, vocab_size: int, path: Path, max_tokens: int | None) -> Path:
-    """A finished store, checked (open_store; the bundled corpus' content, which its key does not hold; enough
-    training tokens for `max_tokens`)."""
-    manifest = open_store(data_cfg, vocab_size).manifest
+def _reuse(data_cfg, vocab_size: int, path: Path, max_tokens: int | None, workers: int) -> Path:
+    """A finished store, checked (its manifest; the bundled corpus' content, which its key does not hold; enough
+    training tokens for `max_tokens`; every file, hashed where no stamp vouches for it) and its damaged files
+    rewritten (store_repair)."""
+    manifest = read_manifest(path, data_cfg, vocab_size)
     if data_cfg.source == "default" and manifest["source"]["fingerprint"] != source_fingerprint(data_cfg):
         raise StoreError(f"token store {path} was prepared from another version of the bundled corpus; delete it "
                          f"and prepare it again")
@@ -213,7 +218,21 @@ def _reuse(data_cfg, vocab_size: int, path: Path, max_tokens: int | None) -> Pat
         raise StoreError(f"token store {path} holds {have:,} training tokens (prepared with --max-tokens "
                          f"{manifest.get('max_tokens'):,}), {max_tokens:,} asked for; delete it and prepare it "
                          f"again with the larger --max-tokens, or point data.store_dir elsewhere")
-    log.info("token store %s is already prepared", path)
+    with contextlib.ExitStack() as held:
+        with contextlib.suppress(OSError):  # a read-only store is checked all the same (and not repaired)
+            held.enter_context(cache.locked(path))
+        bad = damaged(path, manifest, workers=workers)
+        if not bad:
+            log.info("token store %s is already prepared (every file matches its manifest)", path)
+            return path
+        for split, _, name, problem in bad:
+            log.warning("token store %s: %s/%s %s", path, split, name, problem)
+        forget(path)  # this process' open view reads the damaged files
+        try:
+            repair(data_cfg, path, bad, _worker_tokenizer(path / "tokenizer"))
+        except OSError as exc:
+            raise StoreError(f"token store {path}: {len(bad)} damaged file(s) cannot be rewritten here "
+                             f"({exc.strerror or exc}); prepare it where it can be written") from None
     return path
 
 

@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 
 from study.data.hf_tokenizer import load_tokenizer_dir
+from study.data.store_check import ShardCheck, file_problems, manifest_problem, npy_data
 from study.data.store_manifest import (
-    SPLITS,
     STORE_FORMAT,
     StoreError,
     prepare_command,
@@ -21,7 +21,6 @@ from study.data.store_manifest import (
     tokens_needed,
 )
 from study.errors import DataError
-from study.fsutil import sha256_file
 
 
 def _open_for_random_reads(path: Path):
@@ -46,23 +45,14 @@ def _pread(fh, nbytes: int, offset: int) -> bytes:
     return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
-def _npy_data(path: Path) -> tuple[int, np.dtype]:
-    """Byte offset and dtype of the data of a 1-d .npy file."""
-    with open(path, "rb") as fh:
-        version = np.lib.format.read_magic(fh)
-        read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else \
-            np.lib.format.read_array_header_2_0
-        _, _, dtype = read_header(fh)
-        return fh.tell(), np.dtype(dtype)
-
-
 class SplitView:
     """One split of a store as a virtual concatenation of its shards. Tokens are read with one os.pread per row
     (no memmap: a page fault per 4 KiB and the read-ahead around it cost more than the row on a cold cache or a
     shared filesystem); files are opened on first use."""
 
-    def __init__(self, folder: Path, shards: list[dict], dtype):
+    def __init__(self, folder: Path, shards: list[dict], dtype, check: ShardCheck | None = None):
         self.folder, self.dtype = folder, np.dtype(dtype)
+        self.check = check  # each shard's bytes proven before its first read (study.data.store_check)
         self.shards = [s for s in shards if s["tokens"] > 0]
         self.starts = np.zeros(len(self.shards) + 1, dtype=np.int64)
         np.cumsum([s["tokens"] for s in self.shards], out=self.starts[1:])
@@ -82,8 +72,32 @@ class SplitView:
     def _bin(self, k: int):
         fh = self._bins.get(k)
         if fh is None:
-            fh = self._bins[k] = _open_for_random_reads(self.folder / f"{self.shards[k]['file']}.bin")
+            fh = _open_for_random_reads(self.folder / f"{self.shards[k]['file']}.bin")
+            if self.check is not None:
+                try:
+                    self.check.bin(self.folder.name, self.shards[k], fh)
+                except BaseException:
+                    fh.close()
+                    raise
+            self._bins[k] = fh
         return fh
+
+    def check_all(self) -> None:
+        """Prove every shard of the split now (the training split, before the first step), not at first read."""
+        if self.check is not None:
+            for rec in self.shards:
+                try:
+                    fh = open(self.folder / f"{rec['file']}.bin", "rb")  # noqa: SIM115 (closed just below)
+                except OSError as exc:
+                    raise self.check.refuse(f"{self.folder.name}/{rec['file']}.bin",
+                                             f"cannot be read ({exc.strerror or exc})") from None
+                with fh:
+                    self.check.bin(self.folder.name, rec, fh)
+
+    def _idx_path(self, k: int) -> Path:
+        if self.check is not None:
+            self.check.idx(self.folder.name, self.shards[k])
+        return self.folder / f"{self.shards[k]['file']}.idx.npy"
 
     def _local(self, k: int, local: int, n: int) -> np.ndarray:
         """Tokens [local, local + n) of shard k, in the store's dtype."""
@@ -116,8 +130,8 @@ class SplitView:
     def _doc_bounds(self, k: int, j: int) -> tuple[int, int]:
         """idx[j], idx[j + 1] of shard k: where its document j starts and ends, read alone."""
         if k not in self._idx:
-            path = self.folder / f"{self.shards[k]['file']}.idx.npy"
-            self._idx[k] = (_open_for_random_reads(path), *_npy_data(path))
+            path = self._idx_path(k)
+            self._idx[k] = (_open_for_random_reads(path), *npy_data(path))
         fh, offset, dtype = self._idx[k]
         a, b = np.frombuffer(_pread(fh, 2 * dtype.itemsize, offset + j * dtype.itemsize), dtype=dtype)
         return int(a), int(b)
@@ -126,7 +140,7 @@ class SplitView:
         """End (exclusive, after its EOS) of the document holding token `pos` (a binary search of its shard's
         index: once per held-out set, not per training row)."""
         k = int(np.searchsorted(self.starts, pos, side="right")) - 1
-        idx = np.load(self.folder / f"{self.shards[k]['file']}.idx.npy", mmap_mode="r")
+        idx = np.load(self._idx_path(k), mmap_mode="r")
         j = int(np.searchsorted(idx, pos - int(self.starts[k]), side="right"))
         return int(self.starts[k]) + int(idx[j])
 
@@ -144,8 +158,9 @@ class TokenStore:
         self.path, self.manifest = path, manifest
         self.key = manifest["key"]
         dtype = np.dtype(manifest["dtype"])
-        self.train = SplitView(path / "train", manifest["splits"]["train"]["shards"], dtype)
-        self.heldout = SplitView(path / "heldout", manifest["splits"]["heldout"]["shards"], dtype)
+        check = ShardCheck(path)
+        self.train = SplitView(path / "train", manifest["splits"]["train"]["shards"], dtype, check)
+        self.heldout = SplitView(path / "heldout", manifest["splits"]["heldout"]["shards"], dtype, check)
 
     @property
     def capped(self) -> bool:
@@ -165,14 +180,12 @@ def _refuse(path: Path, why: str) -> StoreError:
     return StoreError(f"token store {path}: {why}")
 
 
-def open_store(data_cfg, vocab_size: int, *, verify_hashes: bool = False) -> TokenStore:
-    """The prepared store of this config, checked (manifest, spec, shard sizes); DataError if unusable."""
-    path = store_path(data_cfg, vocab_size)
-    memo = str(path)
-    if memo in _OPEN and not verify_hashes:
-        return _OPEN[memo]
+def read_manifest(path: Path, data_cfg=None, vocab_size: int | None = None) -> dict:
+    """The manifest of the store at `path`, checked: present, JSON of the right shape and arithmetic
+    (study.data.store_check), this version's format and, given a config, prepared for its data. StoreError (one
+    line) otherwise. The shard files are not looked at."""
     manifest_file = path / "manifest.json"
-    if not manifest_file.exists():
+    if not manifest_file.is_file():
         partial = Path(f"{path}.partial")
         state = "is only partly prepared" if partial.exists() else "is not prepared"
         raise _refuse(path, f"{state}; prepare it once (on a machine that can read the source) with "
@@ -181,41 +194,70 @@ def open_store(data_cfg, vocab_size: int, *, verify_hashes: bool = False) -> Tok
         manifest = json.loads(manifest_file.read_text())
     except (OSError, ValueError) as exc:
         raise _refuse(path, f"unreadable manifest ({exc}); delete the folder and prepare it again") from None
-    if manifest.get("format") != STORE_FORMAT:
+    if isinstance(manifest, dict) and manifest.get("format") != STORE_FORMAT:
         raise _refuse(path, f"format {manifest.get('format')!r}, this version reads {STORE_FORMAT}; prepare it again")
-    mine = spec(data_cfg, vocab_size)
-    theirs = manifest.get("spec", {})
-    if theirs != mine:
-        diff = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
-        key = diff[0]
-        raise _refuse(path, f"prepared for other data: {key}={theirs.get(key)!r} in the store, "
-                            f"{mine.get(key)!r} in this config (differs in: {', '.join(diff)}); point "
-                            f"data.store_dir elsewhere or prepare this config's store")
-    for split in SPLITS:
-        for rec in manifest["splits"][split]["shards"]:
-            f = path / split / f"{rec['file']}.bin"
-            if not f.is_file():
-                raise _refuse(path, f"shard {split}/{f.name} is missing; delete the store and prepare it again")
-            if f.stat().st_size != rec["bytes"]:
-                raise _refuse(path, f"shard {split}/{f.name} has {f.stat().st_size} bytes, the manifest says "
-                                    f"{rec['bytes']} (truncated or modified); delete the store and prepare it again")
-            if verify_hashes and sha256_file(f) != rec["sha256"]:
-                raise _refuse(path, f"shard {split}/{f.name} does not match its sha256; prepare it again")
+    problem = manifest_problem(manifest)
+    if problem:
+        raise _refuse(path, f"manifest.json is damaged ({problem}); delete the store and prepare it again")
+    if data_cfg is not None:
+        mine = spec(data_cfg, vocab_size)
+        theirs = manifest["spec"]
+        if theirs != mine:
+            diff = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
+            key = diff[0]
+            raise _refuse(path, f"prepared for other data: {key}={theirs.get(key)!r} in the store, "
+                                f"{mine.get(key)!r} in this config (differs in: {', '.join(diff)}); point "
+                                f"data.store_dir elsewhere or prepare this config's store")
+    return manifest
+
+
+def open_store(data_cfg, vocab_size: int) -> TokenStore:
+    """The prepared store of this config, checked (manifest, spec, every file's size); StoreError if unusable.
+    Each shard's bytes are checked at its first read (store_check.ShardCheck)."""
+    path = store_path(data_cfg, vocab_size)
+    memo = str(path)
+    if memo in _OPEN:
+        return _OPEN[memo]
+    manifest = read_manifest(path, data_cfg, vocab_size)
+    for split, _, name, problem in file_problems(path, manifest):
+        raise _refuse(path, f"shard {split}/{name} {problem}; `{prepare_command()}` for this config repairs it")
     store = TokenStore(path, manifest)
     _OPEN[memo] = store
     return store
 
 
+def forget(path: Path) -> None:
+    """Drop this process' opened view of the store at `path` (its files are about to be replaced)."""
+    store = _OPEN.pop(str(path), None)
+    for view in (store.train, store.heldout) if store is not None else ():
+        for fh in [*view._bins.values(), *(f for f, *_ in view._idx.values())]:
+            fh.close()
+        view._bins.clear()
+        view._idx.clear()
+
+
 def store_tokenizer(data_cfg, vocab_size: int):
     """The tokenizer saved in the store, checked against the manifest (name and vocabulary fingerprint)."""
     store = open_store(data_cfg, vocab_size)
-    tok = load_tokenizer_dir(store.path / "tokenizer")
-    want = store.manifest["tokenizer"]
-    if tok.fingerprint != want["fingerprint"] or tok.eos_id != want["eos_id"]:
-        raise _refuse(store.path, f"its tokenizer files do not match the manifest (fingerprint {tok.fingerprint}, "
-                                  f"manifest {want['fingerprint']}); prepare it again")
+    tok, problem = saved_tokenizer(store.path, store.manifest)
+    if problem:
+        raise _refuse(store.path, f"{problem}; delete the store and prepare it again")
     tok.store = store  # the stream and the held-out batches read this store
     return tok
+
+
+def saved_tokenizer(path: Path, manifest: dict):
+    """(the tokenizer saved in the store at `path`, what is wrong with it or None): it must load and match the
+    manifest's record (vocabulary fingerprint and EOS)."""
+    try:
+        tok = load_tokenizer_dir(path / "tokenizer")
+    except DataError as exc:
+        return None, f"its tokenizer cannot be loaded ({exc})"
+    want = manifest["tokenizer"]
+    if tok.fingerprint != want["fingerprint"] or tok.eos_id != want["eos_id"]:
+        return tok, (f"its tokenizer files do not match the manifest (fingerprint {tok.fingerprint}, manifest "
+                     f"{want['fingerprint']})")
+    return tok, None
 
 
 def store_of(tok) -> TokenStore:

@@ -78,6 +78,7 @@ class StoreStream:
             raise DataError(f"token store {self.store.path} was tokenized with "
                             f"{self.store.manifest['tokenizer']['name']!r}, this run's tokenizer is {tok.name!r}")
         self.split = self.store.train
+        self.split.check_all()  # every training shard's bytes proven before the first step reads any
         self.seq_len, self.seed, self.rank, self.world_size = int(seq_len), int(seed), int(rank), int(world_size)
         self.packing = data_cfg.packing
         S = self.seq_len

@@ -13,6 +13,7 @@ built by 1 worker is byte-identical to one built by N, and a restarted preparati
 from __future__ import annotations
 
 import hashlib
+import io
 import itertools
 import json
 import os
@@ -25,6 +26,7 @@ import numpy as np
 
 from study import fsutil
 from study.data import corpus
+from study.data.store_check import identity
 from study.data.tokens import token_dtype
 from study.errors import DataError
 from study.fsutil import sha256_file
@@ -154,15 +156,21 @@ class ShardWriter:
         self._ends.extend((ends + self._ends[-1]).tolist())
 
     def close(self) -> dict:
+        """Rename the shard and its index into place; their record. `identity` is then the .bin's file identity
+        as it was hashed (study.data.store_check: the stamp that spares a reader hashing it again)."""
         self._fh.close()
         bin_path, idx_path = self.folder / f"{self.name}.bin", self.folder / f"{self.name}.idx.npy"
         os.replace(self._tmp, bin_path)
+        self.identity = identity(bin_path.stat())  # after the rename, which changes the file's ctime
+        index = io.BytesIO()
+        np.save(index, np.asarray(self._ends, dtype=np.int64))
         with open(self._tmp, "wb") as fh:
-            np.save(fh, np.asarray(self._ends, dtype=np.int64))
+            fh.write(index.getbuffer())
         os.replace(self._tmp, idx_path)
         tokens = self._ends[-1]
         return {"file": self.name, "tokens": int(tokens), "documents": len(self._ends) - 1,
-                "bytes": int(tokens * self.dtype.itemsize), "sha256": self._sha.hexdigest()}
+                "bytes": int(tokens * self.dtype.itemsize), "sha256": self._sha.hexdigest(),
+                "idx_sha256": hashlib.sha256(index.getbuffer()).hexdigest()}
 
 
 def write_shard(folder: Path, name: str, docs: list, dtype, eos: int) -> dict:
@@ -203,6 +211,7 @@ def process_units(data_cfg, tok, work: list, partial: Path) -> list[dict]:
                 pending.clear()
         for unit, out in writing[:ready]:
             marker = {"unit": unit.name, "shards": {s: w.close() for s, (w, _) in out.items()}, "cpu_s": 0.0}
+            marker["ids"] = {s: w.identity for s, (w, _) in out.items()}
             now = time.thread_time()
             marker["cpu_s"], state["clock"] = now - state["clock"], now  # reading, tokenizing, writing
             (partial / "units").mkdir(parents=True, exist_ok=True)
@@ -272,7 +281,8 @@ def marker_ok(partial: Path, unit: Unit, *, hashes: bool = True) -> dict | None:
         f = partial / split / f"{rec['file']}.bin"
         if not f.is_file() or f.stat().st_size != rec["bytes"] or (hashes and sha256_file(f) != rec["sha256"]):
             return None
-        if not (partial / split / f"{rec['file']}.idx.npy").is_file():
+        idx = partial / split / f"{rec['file']}.idx.npy"
+        if not idx.is_file() or (hashes and rec.get("idx_sha256") and sha256_file(idx) != rec["idx_sha256"]):
             return None
     return marker
 

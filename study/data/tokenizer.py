@@ -25,7 +25,7 @@ from study import fsutil
 from study.data import cache, corpus
 from study.data.hf_tokenizer import Tokenizer, load_hf_tokenizer, load_tokenizer_dir
 from study.data.store_read import store_tokenizer
-from study.errors import DataError
+from study.errors import ConfigError, DataError
 
 __all__ = ["BPE_FORMAT", "EOS", "MIN_BPE_VOCAB", "STATS", "Tokenizer", "build_tokenizer", "default_bpe",
            "default_bpe_path", "load_tokenizer_dir", "train_bpe"]
@@ -76,8 +76,9 @@ def default_bpe(data_cfg, vocab_size: int):
     """The default byte-level BPE as a `tokenizers.Tokenizer`, trained on first use and cached."""
     from tokenizers import Tokenizer as TkTokenizer
 
-    if vocab_size < MIN_BPE_VOCAB:
-        raise DataError(f"the default byte-level BPE needs model.vocab_size >= {MIN_BPE_VOCAB}, got {vocab_size}")
+    if vocab_size < MIN_BPE_VOCAB:  # bad input: exit 2, like a config error found earlier
+        raise ConfigError(f"the default byte-level BPE needs model.vocab_size >= {MIN_BPE_VOCAB}, got {vocab_size}",
+                          key="model.vocab_size")
     path = default_bpe_path(data_cfg, vocab_size)
     if not path.exists():
         with cache.locked(path):

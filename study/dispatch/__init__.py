@@ -16,7 +16,9 @@ Selection (`decide`), from the run's status.json refined by the scheduler (study
     interrupted               resubmitted: it stopped with a checkpoint (SIGTERM/SIGUSR2/Ctrl-C, timeout or
                               preemption without requeue), or its owner died without recording an error (SIGKILL,
                               OOM kill, node failure: a stale lease, or the recorded job ended while the run said
-                              running) and resumes from its latest checkpoint; continuing, not rerunning a failure
+                              running) and resumes from its latest checkpoint; continuing, not rerunning a failure.
+                              Skipped while its recorded job is still alive (its trainer died, the job did not:
+                              the job resumes it)
     pending                   submitted (also a job cancelled while still queued)
     (study.status.effective_state and study.lease decide these from the files and the scheduler.)
 

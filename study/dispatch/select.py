@@ -42,6 +42,8 @@ def decide(run: RunState, *, rerun_failed: bool = False) -> tuple[bool, str]:
         err = f": {str(run.error).splitlines()[0][:80]}" if run.error else ""
         return False, f"failed{err}; pass --rerun-failed to resubmit"
     if s == "interrupted":
+        if run.live:  # its owner died but its job lives: the job resumes it, never a second one
+            return False, f"interrupted, but its job {run.job_id} is still {run.job_state}: never submitted twice"
         return True, f"interrupted at step {run.step}: resumes from its checkpoint"
     return True, "new" if run.recorded is None else f"{run.recorded}, no job"
 

@@ -16,7 +16,7 @@ from study.data import build_tokenizer
 from study.errors import CheckpointError
 from study.model import build_model
 from study.results import RunDir
-from study.train.checkpoint import find, read_state
+from study.train.checkpoint import find, load_into, read_state
 from study.train.checkpointer import model_state
 
 __all__ = ["LoadedRun", "load_for_eval", "read_run"]
@@ -44,7 +44,7 @@ def load_for_eval(run_dir, step: int | str = "latest", device: str | torch.devic
     rd, cfg = read_run(run_dir)
     path = find(rd.checkpoints, step)
     model = build_model(cfg.model)
-    missing, unexpected = model.load_state_dict(model_state(path), strict=False)
+    missing, unexpected = load_into(model, model_state(path), path, strict=False)
     if missing or unexpected:
         raise CheckpointError(f"checkpoint {path} does not fit the run's model (missing {missing[:3]}, "
                               f"unexpected {unexpected[:3]})")

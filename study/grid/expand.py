@@ -49,7 +49,7 @@ def expand(grid: Grid) -> list[Cell]:
             try:
                 layered = C.layered(raw) if set(rule.when) - set(chosen) else {}
             except ConfigError as exc:
-                raise _cell_error(exc, origin, labels, grid.base, src) from None
+                raise _cell_error(exc, origin, labels, grid.base, raw, src) from None
             applies = all(
                 chosen[name].matches(m) if name in chosen else m(_view(layered, norm_key(name)))
                 for name, m in rule.when.items()
@@ -71,7 +71,7 @@ def expand(grid: Grid) -> list[Cell]:
         try:
             cfg = C.resolve(raw)
         except ConfigError as exc:
-            raise _cell_error(exc, origin, labels, grid.base, src) from None
+            raise _cell_error(exc, origin, labels, grid.base, raw, src) from None
         cell = Cell(run_id=C.run_id(cfg), run_name=run_name(cfg, labels or None), axes=labels, config=cfg,
                     grid=grid.name, index=len(cells), raw=raw)
         other = by_id.get(cell.run_id)
@@ -80,6 +80,12 @@ def expand(grid: Grid) -> list[Cell]:
                               f"config (run id {cell.run_id})", key="axes", source=src)
         by_id[cell.run_id] = cell
         cells.append(cell)
+    if not cells:  # the product of the axes is never empty: the excludes removed it all
+        total = 1
+        for a in axes:
+            total *= len(a.values)
+        raise ConfigError(f"the excludes remove every one of the grid's {total} cells: nothing would run; "
+                          f"loosen them", key="exclude", source=src)
     names = {}
     for cell in cells:
         if cell.run_name in names:
@@ -89,12 +95,33 @@ def expand(grid: Grid) -> list[Cell]:
     return cells
 
 
-def _cell_error(exc: ConfigError, origin: dict, labels: dict, base: dict, src: str) -> ConfigError:
+def _first_breaking(base: dict, raw: dict, origin: dict) -> tuple | None:
+    """The origin of the first axis value or rule (in the order they were applied) whose setting makes a base
+    that resolves on its own fail: what a cross-field error (a d_model the base's n_heads does not divide) is
+    to be blamed on. None when the base alone fails."""
+    trial = json.loads(json.dumps(base))
+    trial["grid"] = raw.get("grid")
+    try:
+        C.resolve(trial)
+    except ConfigError:
+        return None
+    for k, where in origin.items():
+        set_path(trial, k, get_path(raw, k))
+        try:
+            C.resolve(trial)
+        except ConfigError:
+            return where
+    return None
+
+
+def _cell_error(exc: ConfigError, origin: dict, labels: dict, base: dict, raw: dict, src: str) -> ConfigError:
     body = str(exc)
     prefix = f"key '{exc.key}': " if exc.key else ""
     if exc.source is None and prefix and body.startswith(prefix):
         body = body[len(prefix):]
     where = origin.get(exc.key) if exc.key else None
+    if where is None and origin:
+        where = _first_breaking(base, raw, origin)
     if where and where[0] == "axis":
         context = f"axis '{where[1]}' value '{where[2]}'"
     elif where and where[0] == "rule":

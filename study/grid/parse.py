@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from pathlib import Path
 
+from study import config as C
 from study.errors import ConfigError
 from study.grid.cells import Axis, AxisValue, Grid, Rule
 from study.grid.expand import expand
@@ -14,6 +16,7 @@ from study.labels import value_label
 from study.rawconfig import deep_merge, find_yaml, read_yaml
 
 TOP_KEYS = ("name", "description", "base", "base_file", "axes", "rules", "exclude", "eval", "lm_eval", "cluster")
+RUN_KEYS = tuple(f.name for f in dataclasses.fields(C.RunConfig))  # what a base file (a run config) may hold
 LM_EVAL_KEYS = {"tasks": "lm_eval_tasks", "limit": "lm_eval_limit", "batch_size": "lm_eval_batch_size",
                 "data_dir": "lm_eval_data_dir"}
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -54,13 +57,7 @@ def _load(path: Path, src: str) -> Grid:
     base = _mapping(raw.get("base"), "base", src)
     inherited: dict = {}  # the base file's config: everything this grid file writes wins over it
     if "base_file" in raw:
-        base_file = raw["base_file"]
-        if not isinstance(base_file, str) or not base_file:
-            raise ConfigError(f"expected a path, got {base_file!r}", key="base_file", source=src)
-        base_path = (path.parent / base_file)
-        if not base_path.is_file():
-            raise ConfigError(f"base file not found: {base_path}", key="base_file", source=src)
-        inherited = read_yaml(base_path)
+        inherited = _read_base_file(path, raw["base_file"], src)
     if "grid" in base or "grid" in inherited:
         raise ConfigError("set the results folder with the grid's top-level `name`, not in the base config",
                           key="base.grid", source=src)
@@ -92,6 +89,38 @@ def _load(path: Path, src: str) -> Grid:
                 excludes=excludes, cluster=cluster, raw=raw)
     grid.all_cells = expand(grid)
     return grid
+
+
+def _read_base_file(path: Path, base_file, src: str) -> dict:
+    """The run config a grid's `base_file` names (relative to the grid file). It is a run config: one that names
+    a base_file of its own (a circle back to the grid, or a chain) or holds a grid's keys is refused, naming
+    both files."""
+    if not isinstance(base_file, str) or not base_file:
+        raise ConfigError(f"expected a path, got {base_file!r}", key="base_file", source=src)
+    base_path = path.parent / base_file
+    if not base_path.is_file():
+        raise ConfigError(f"base file not found: {base_path}", key="base_file", source=src)
+    chain, data = [path, base_path], None
+    while len(chain) < 16:  # follow base_file from file to file, to name the whole circle if there is one
+        if chain[-1].resolve() in {c.resolve() for c in chain[:-1]}:
+            raise ConfigError(f"circular base_file: {' -> '.join(map(str, chain))}", key="base_file", source=src)
+        here = read_yaml(chain[-1])
+        data = here if data is None else data
+        nxt = here.get("base_file")
+        if not isinstance(nxt, str) or not (chain[-1].parent / nxt).is_file():
+            break
+        chain.append(chain[-1].parent / nxt)
+    if "base_file" in data:
+        raise ConfigError(f"{base_path} names a base_file of its own ({data['base_file']}); a base file is a run "
+                          f"config and cannot chain to another: merge the two", key="base_file", source=src)
+    grid_keys = sorted(set(data) & (set(TOP_KEYS) - set(RUN_KEYS)))
+    if grid_keys:
+        raise ConfigError(f"{base_path} is a grid file (it has {', '.join(grid_keys)}), not a run config",
+                          key="base_file", source=src)
+    for key in data:
+        if key not in RUN_KEYS:
+            raise ConfigError(f"unknown key; valid keys: {', '.join(RUN_KEYS)}", key=str(key), source=str(base_path))
+    return data
 
 
 def _mapping(value, key: str, src: str) -> dict:

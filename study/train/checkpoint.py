@@ -86,7 +86,8 @@ def decode_trainer_state(tensors: dict, data) -> dict:
 
 def write_trainer_state(folder: Path, trainer_state: dict) -> None:
     tensors, data = encode_trainer_state(trainer_state)
-    torch.save(tensors, Path(folder) / "trainer.pt")
+    with open(Path(folder) / "trainer.pt", "wb") as fh:  # a Python file: a full disk raises OSError, not torch's
+        torch.save(tensors, fh)                          # errno-less "file write failed"
     (Path(folder) / "trainer.json").write_text(json.dumps(data) + "\n")
 
 
@@ -98,8 +99,20 @@ def read_trainer_state(folder: Path) -> dict:
     tensors = read_file(folder, "trainer.pt")
     try:
         return decode_trainer_state(tensors, json.loads((folder / "trainer.json").read_text()))
-    except (OSError, ValueError, KeyError) as exc:
-        raise CheckpointError(f"checkpoint {folder} cannot be read: {type(exc).__name__}: {exc}") from exc
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise CheckpointError(f"checkpoint {folder} cannot be read: {first_line(exc)}") from exc
+
+
+def layout_problem(ckpt_root: Path) -> str | None:
+    """What of the wrong file type stands where a run's checkpoints go (a file named checkpoints, a folder named
+    checkpoints/latest), or None: found before training, not at the first save."""
+    ckpt_root = Path(ckpt_root)
+    if ckpt_root.exists() and not ckpt_root.is_dir():
+        return f"{ckpt_root} is a file, not the checkpoints folder"
+    latest = ckpt_root / "latest"
+    if latest.is_dir() and not latest.is_symlink():
+        return f"{latest} is a folder, not the pointer file to the newest checkpoint"
+    return None
 
 
 def reclaim_temporary(ckpt_root: Path) -> list[Path]:
@@ -142,7 +155,12 @@ class _HashingWriter:
     def write(self, data) -> int:
         self.digest.update(data)
         self.bytes += len(data)
-        return self.fh.write(data)
+        try:
+            return self.fh.write(data)
+        except OSError as exc:  # torch turns it into a RuntimeError whose context this is: name the file in it
+            if exc.filename is None:
+                raise OSError(exc.errno, exc.strerror, self.name) from exc
+            raise
 
     def flush(self) -> None:
         self.fh.flush()
@@ -232,24 +250,46 @@ def list_checkpoints(ckpt_root: Path) -> list[Path]:
     return sorted(found, key=lambda p: int(p.name[5:]))
 
 
+def _manifest_problem(manifest) -> str | None:
+    """What is wrong with the shape of a MANIFEST.json ({relative file name: {"bytes": n, "sha256": hex}}), or None."""
+    if not isinstance(manifest, dict) or not manifest:
+        return "MANIFEST.json is not a non-empty {file: {bytes, sha256}} object"
+    for name, entry in manifest.items():
+        if Path(name).is_absolute() or ".." in Path(name).parts:
+            return f"MANIFEST.json names {name!r}, outside the checkpoint"
+        if not isinstance(entry, dict) or not isinstance(entry.get("bytes"), int) or isinstance(entry["bytes"], bool) \
+                or not isinstance(entry.get("sha256"), str):
+            return f"MANIFEST.json's entry for {name!r} is not {{bytes, sha256}}"
+    return None
+
+
 def verify(path: Path) -> str | None:
-    """None if checkpoint folder `path` is complete and matches its manifest, else what is wrong."""
+    """None if checkpoint folder `path` is complete and matches its manifest, else what is wrong (a manifest of
+    the wrong shape too: the checkpoint is skipped like any other damaged one)."""
     manifest_path = Path(path) / "MANIFEST.json"
     try:
         manifest = json.loads(manifest_path.read_text())
     except FileNotFoundError:
         return "no MANIFEST.json"
-    except json.JSONDecodeError:
+    except (ValueError, UnicodeDecodeError):
         return "MANIFEST.json is not valid JSON"
+    except OSError as exc:
+        return f"MANIFEST.json cannot be read ({exc.strerror or exc})"
+    problem = _manifest_problem(manifest)
+    if problem:
+        return problem
     for name, entry in manifest.items():
         file = Path(path) / name
-        if not file.exists():
-            return f"{name} is missing"
-        size = file.stat().st_size
-        if size != entry["bytes"]:
-            return f"{name} has {size} bytes, the manifest says {entry['bytes']} (truncated?)"
-        if sha256_file(file) != entry["sha256"]:
-            return f"{name} does not match its checksum"
+        if not file.is_file():
+            return f"{name} is missing" if not file.exists() else f"{name} is not a file"
+        try:
+            size = file.stat().st_size
+            if size != entry["bytes"]:
+                return f"{name} has {size} bytes, the manifest says {entry['bytes']} (truncated?)"
+            if sha256_file(file) != entry["sha256"]:
+                return f"{name} does not match its checksum"
+        except OSError as exc:
+            return f"{name} cannot be read ({exc.strerror or exc})"
     return None
 
 
@@ -280,18 +320,38 @@ def find(ckpt_root: Path, step: int | str = "latest") -> Path:
     return path
 
 
+def first_line(exc: BaseException) -> str:
+    """`Type: first line of the message`: torch's errors run to many lines, a user's error is one."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return f"{type(exc).__name__}: {lines[0] if lines else ''}".rstrip(": ")
+
+
 def read_file(path: Path, name: str):
     """One .pt file of a verified checkpoint folder, tensors only (weights_only): a file that verified but does
     not unpickle is reported in one line, not as a traceback from deep inside torch."""
     try:
         return torch.load(Path(path) / name, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise CheckpointError(f"checkpoint {path} cannot be read: {type(exc).__name__}: {exc}") from exc
+        raise CheckpointError(f"checkpoint {path} cannot be read: {first_line(exc)}") from exc
+
+
+def load_into(module, state, path: Path, what: str = "model", **kwargs):
+    """`module.load_state_dict(state)` (a model or an optimizer), a state that does not fit (another shape, not a
+    state dict) reported in one line naming the checkpoint."""
+    try:
+        return module.load_state_dict(state, **kwargs)
+    except (RuntimeError, TypeError, KeyError, ValueError, AttributeError) as exc:
+        raise CheckpointError(f"checkpoint {path} does not fit this run's {what}: {first_line(exc)}") from exc
 
 
 def read_state(path: Path) -> dict:
-    """state.json of a checkpoint folder (step, tokens, alphas, run id)."""
+    """state.json of a checkpoint folder (step, tokens, alphas, run id), checked for the step and tokens."""
     try:
-        return json.loads((Path(path) / "state.json").read_text())
+        state = json.loads((Path(path) / "state.json").read_text())
     except (OSError, ValueError) as exc:
-        raise CheckpointError(f"checkpoint {path} cannot be read: {type(exc).__name__}: {exc}") from exc
+        raise CheckpointError(f"checkpoint {path} cannot be read: {first_line(exc)}") from exc
+    if not isinstance(state, dict) or not all(isinstance(state.get(k), int) and not isinstance(state[k], bool)
+                                              for k in ("step", "tokens")):
+        raise CheckpointError(f"checkpoint {path} cannot be read: state.json is not an object with an integer "
+                              f"step and tokens")
+    return state

@@ -186,12 +186,14 @@ class Checkpointer:
             sharded.load(path, model=model, optimizer=optimizer)
             optim = {}
         else:
-            model.load_state_dict(ckpt.read_file(path, "model.pt"))
+            ckpt.load_into(model, ckpt.read_file(path, "model.pt"), path)
             optim = ckpt.read_file(path, "optim.pt")
-            optimizer.load_state_dict(optim["optimizer"])
+            if not isinstance(optim, dict) or "optimizer" not in optim:
+                raise CheckpointError(f"checkpoint {path} cannot be read: optim.pt holds no optimizer state")
+            ckpt.load_into(optimizer, optim["optimizer"], path, "optimizer")
         trainer = ckpt.read_trainer_state(path)
         # A file checkpoint written before the trainer state held the scheduler kept it in optim.pt.
-        scheduler.load_state_dict(trainer.pop("scheduler", None) or optim["scheduler"])
+        ckpt.load_into(scheduler, trainer.pop("scheduler", None) or optim.get("scheduler"), path, "LR scheduler")
         return {"trainer": trainer, "state": ckpt.read_state(path)}
 
 

@@ -14,7 +14,6 @@ one line (StorageError).
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import math
 import os
@@ -190,9 +189,12 @@ class _Trainer:
         cfg, d, rd = self.cfg, self.dist, self.rd
         path, refusal, changed = None, None, {}
         if d.main:
+            layout = ckpt.layout_problem(rd.checkpoints)
+            if layout:
+                refusal = ("CheckpointError", f"{layout}; move it away, then run the same command again")
             ckpt.reclaim_temporary(rd.checkpoints)  # leftovers of a save that was killed or hit a full disk
             path = ckpt.latest_valid(rd.checkpoints)
-            if path is not None:
+            if path is not None and refusal is None:
                 try:
                     changed = self._check_identity(path)
                 except (ConfigError, CheckpointError) as exc:
@@ -235,8 +237,8 @@ class _Trainer:
                                                   "provenance": {**provenance(self.argv), "ranks": ranks},
                                                   **({"changed": changed} if changed else {})})
             rd.write_run(run)
-            if changed:  # config.yaml says what produces the rows from here on; run.json when it changed
-                rd.write_config(cfg)
+            if changed or not (rd.path / "config.yaml").is_file():  # config.yaml says what produces the rows
+                rd.write_config(cfg)  # from here on (run.json when it changed); a deleted one is written again
             rd.write_status(RunStatus.RUNNING, self.step, error=None)
             log.info("resuming %s from checkpoint step %d", rd.path.name, self.step)
 
@@ -246,8 +248,7 @@ class _Trainer:
         from study import config as config_mod
 
         want = run_id(self.cfg)
-        state = json.loads((Path(path) / "state.json").read_text())
-        have = state.get("run_id")
+        have = ckpt.read_state(path).get("run_id")
         if have != want:
             raise CheckpointError(f"checkpoint {path} belongs to run {have}, not to this run ({want}); refusing to "
                                   f"resume from it (move it away, or train into another --out)")

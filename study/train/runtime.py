@@ -86,15 +86,34 @@ def check_memory(cfg, device: torch.device, precision: str, d: Dist) -> None:
 
 
 _STORAGE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EIO, errno.EFBIG}
+_IN_THE_WAY_ERRNOS = {errno.EISDIR, errno.ENOTDIR}  # a folder where a file belongs, or the reverse
+
+
+def _os_cause(exc: BaseException) -> OSError | None:
+    """The filesystem error behind `exc`: itself, or one it was raised from or while handling. torch.save turns
+    the OSError of a full disk into a RuntimeError ("unexpected pos ...") whose context it is."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, OSError) and exc.errno in _STORAGE_ERRNOS | _IN_THE_WAY_ERRNOS:
+            return exc
+        exc = exc.__cause__ or exc.__context__
+    return None
 
 
 def storage_error(exc: BaseException) -> StorageError | None:
-    """A filesystem error (full, read-only, permissions, quota) as one line saying which path and what to do."""
+    """A filesystem error (full, read-only, permissions, quota, a folder or file in the way), also when torch
+    raised it as a RuntimeError, as one line saying which path and what to do."""
     if isinstance(exc, StorageError):
         return exc
-    if not isinstance(exc, OSError) or exc.errno not in _STORAGE_ERRNOS:
+    cause = _os_cause(exc)
+    if cause is None:
         return None
-    where = exc.filename or "the run directory"
-    return StorageError(f"cannot write {where}: {exc.strerror or exc}; free space or fix permissions there (or "
+    where = cause.filename or "the run directory"
+    if cause.errno in _IN_THE_WAY_ERRNOS:
+        return StorageError(f"cannot write {where}: {cause.strerror or cause} (a folder where a file belongs, or "
+                            f"the reverse); move it away, then run the same command again: it resumes from the "
+                            f"last checkpoint")
+    return StorageError(f"cannot write {where}: {cause.strerror or cause}; free space or fix permissions there (or "
                         f"choose another --out), then run the same command again: it resumes from the last "
                         f"checkpoint")

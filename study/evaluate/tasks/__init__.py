@@ -24,14 +24,13 @@ Only local tasks -> TaskManager(include_path=<generated>, include_defaults=False
 from __future__ import annotations
 
 import shutil
-import socket
-import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 
 from study import paper_tasks
+from study.data.hub import hub_reachable
 from study.errors import ConfigError, DataError
 
 HERE = Path(__file__).resolve().parent
@@ -49,7 +48,6 @@ ALIASES = paper_tasks.SPELLINGS
 LM_EVAL_PATHS = paper_tasks.LM_EVAL_YAML  # indexing just these is instant; all of lm-eval's tasks take ~15 s
 SPLIT_KEYS = ("training_split", "validation_split", "test_split", "fewshot_split")
 DATA_SUFFIXES = (".jsonl", ".json")
-HUB_PROBE_TIMEOUT_S = 3.0
 
 
 def describe_sets() -> str:
@@ -193,46 +191,6 @@ def _local_override(entry, data_dir) -> dict | None:
             data_files[split] = str(found)
     override["dataset_kwargs"] = {"data_files": data_files}
     return override
-
-
-def hub_reachable(timeout: float = HUB_PROBE_TIMEOUT_S) -> bool:
-    """Whether the Hugging Face Hub answers a TCP connection within `timeout` seconds.
-
-    False at once when huggingface_hub / datasets are in offline mode. DNS lookups cannot be timed out
-    directly, so the probe runs in a daemon thread that is abandoned after `timeout`.
-    """
-    try:
-        from huggingface_hub import constants as hub_constants
-
-        if hub_constants.HF_HUB_OFFLINE:
-            return False
-        endpoint = hub_constants.ENDPOINT
-    except Exception:
-        endpoint = "https://huggingface.co"
-    try:
-        import datasets.config as ds_config
-
-        if getattr(ds_config, "HF_HUB_OFFLINE", False) or getattr(ds_config, "HF_DATASETS_OFFLINE", False):
-            return False
-    except Exception:
-        pass
-    from urllib.parse import urlparse
-
-    url = urlparse(endpoint)
-    host, port = url.hostname or "huggingface.co", url.port or (443 if url.scheme != "http" else 80)
-    result = {"ok": False}
-
-    def probe():
-        try:
-            with socket.create_connection((host, port), timeout=timeout):
-                result["ok"] = True
-        except OSError:
-            pass
-
-    thread = threading.Thread(target=probe, daemon=True)
-    thread.start()
-    thread.join(timeout)
-    return result["ok"]
 
 
 def missing_message(missing: list[tuple[str, dict | None]], data_dir, *, hub_allowed: bool = True) -> str:
