@@ -103,15 +103,25 @@ def _cancel(job_ids: list[str]) -> None:
 
 
 def _no_checkpoint_signal(executor) -> None:
-    """submitit writes `#SBATCH --signal=USR2@<delay>` into every job script (its preemption handler checkpoints
-    and requeues on it); a job that cannot resume gets no such signal: at its time limit it ends, TIMEOUT."""
-    slurm = executor._executor  # the SlurmExecutor inside submitit's AutoExecutor
-    script = slurm._make_submission_file_text
+    """submitit writes `#SBATCH --signal=USR2@<delay>` into every job script (its handler of that signal
+    checkpoints and requeues); a job that cannot resume gets no such line: at its time limit it ends, TIMEOUT.
+    A job array's script is built by a fresh SlurmExecutor through the module's `_make_sbatch_string`, so nothing
+    set on this executor reaches it: while this executor submits, that function leaves the line out."""
+    from submitit.slurm import slurm as submitit_slurm
 
-    def without_signal(command: str, uid: str) -> str:
-        return "\n".join(ln for ln in script(command, uid).split("\n") if not ln.startswith("#SBATCH --signal="))
+    inner = executor._executor  # the SlurmExecutor inside submitit's AutoExecutor
+    process = inner._internal_process_submissions
 
-    slurm._make_submission_file_text = without_signal
+    def submit_without_signal(submissions):
+        make = submitit_slurm._make_sbatch_string
+        submitit_slurm._make_sbatch_string = lambda **kw: "\n".join(
+            ln for ln in make(**kw).split("\n") if not ln.startswith("#SBATCH --signal="))
+        try:
+            return process(submissions)
+        finally:
+            submitit_slurm._make_sbatch_string = make
+
+    inner._internal_process_submissions = submit_without_signal
 
 
 def _executor(folder: Path, options: dict):

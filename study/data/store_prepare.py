@@ -315,8 +315,10 @@ def _prepare_task(data_dict: dict, vocab_size: int, units: list[int], workers: i
     time limit) ends it at once: submitit ignores SIGTERM in its jobs (it waits for its own preemption signal,
     which these jobs do not get), but a task has nothing to save: its finished units are on disk, each complete
     (shards renamed into place before its marker), and a rerun of `study data prepare --cluster` does the rest."""
+    from study import console
     from study.config import DataConfig, from_dict
 
+    console.setup()  # a submitit job does not go through the CLI: its log gets our lines
     signal.signal(signal.SIGTERM, _end_on_sigterm)
     return str(prepare(from_dict(DataConfig, data_dict), vocab_size, workers=workers, units=units,
                        finalize=finalize))

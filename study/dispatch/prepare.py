@@ -125,6 +125,9 @@ def submit_prepare(data_cfg, vocab_size: int, *, cluster: str, options: dict, lo
         out(f"{path}: already prepared")
         return []
     kind = backend(cluster)
+    # The preflight check (sbatch, a request some node can hold) before anything is written or submitted
+    executor = make_executor(cluster, logs or logs_folder(path), options, name="study-data-prepare",
+                             resumable=False)
     store.prepare(data_cfg, vocab_size, units=[], finalize=False, max_tokens=max_tokens)  # spec, tokenizer, plan
     st = standing(path)
     if st.live_tasks:
@@ -142,8 +145,6 @@ def submit_prepare(data_cfg, vocab_size: int, *, cluster: str, options: dict, lo
     n = max(1, min(tasks, len(st.todo)))
     shares = [st.todo[k::n] for k in range(n)]
     cfg = dataclasses.asdict(data_cfg)
-    executor = make_executor(cluster, logs or logs_folder(path), options, name="study-data-prepare",
-                             resumable=False)
     jobs = executor.map_array(store._prepare_task, [cfg] * n, [vocab_size] * n, shares, [workers] * n)
     final = None
     if kind.run_after is not None:
