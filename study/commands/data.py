@@ -8,6 +8,10 @@ training tokens the cell that needs most trains on (`--max-tokens`). The store i
 `--workers` workers (threads for a local corpus with a fast tokenizer, else processes), one unit (a parquet row
 group or another shard of a dataset, or 256 documents of a local corpus) at a time; the result does not depend
 on the number of workers. Re-running resumes a partial store and does nothing for a finished one.
+
+With `--cluster NAME` the preparation is a job array and a finalize job (study.dispatch.prepare: re-running it
+submits only the units left, and cancels a finalize job stranded by a lost task); `study data info` reports a
+partial store: its units done and to do, and the jobs preparing it.
 """
 
 from __future__ import annotations
