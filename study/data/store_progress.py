@@ -72,11 +72,11 @@ def read_jobs(partial: Path) -> list[dict]:
 
 
 def record_jobs(partial: Path, *, cluster: str, tasks: dict[str, list[int]], workers: int,
-                finalize: str | None, submitted_s: float | None = None) -> dict:
+                finalize: str | None) -> dict:
     """Add a submission to the partial store's record: `tasks` maps each array task's job id to its unit
     positions; `finalize` is the finalize job's id (None: finalized by the submitting process)."""
-    entry = {"cluster": cluster, "submitted_s": round(time.time() if submitted_s is None else submitted_s, 3),
-             "tasks": tasks, "workers": workers, "finalize": finalize}
+    entry = {"cluster": cluster, "submitted_s": round(time.time(), 3), "tasks": tasks, "workers": workers,
+             "finalize": finalize}
     fsutil.atomic_write_json(partial / JOBS_FILE, {"submissions": [*read_jobs(partial), entry]})
     return entry
 
