@@ -88,12 +88,12 @@ def job_states(job_ids, *, timeout: float = 30) -> dict[str, str]:
 def _check(options: dict) -> None:
     if shutil.which("sbatch") is None:
         raise SubmitError("--cluster slurm: no `sbatch` on this machine (use --cluster local or debug)")
-    out = _run(["sinfo", "-h", "-N", "-o", SINFO_FORMAT], 30) if shutil.which("sinfo") else None
+    out = _run(["sinfo", "-a", "-h", "-N", "-o", SINFO_FORMAT], 30) if shutil.which("sinfo") else None
     if out is not None:  # no answer: nothing to check against (sbatch still refuses what it can see is wrong)
         check_fit(options, parse_sinfo(out))
 
 
-SINFO_FORMAT = "%N|%P|%c|%m|%G"  # one line per node and partition: name, partition, CPUs, memory (MB), GRES
+SINFO_FORMAT = "%N|%P|%c|%m|%G"  # a line per node and partition (-a: hidden ones too): name, partition, CPUs, MB, GRES
 
 
 def _cancel(job_ids: list[str]) -> None:
