@@ -90,7 +90,7 @@ def owner_gone(lease: dict | None, *, now: float | None = None, stale_after_s: f
     job = lease.get("slurm_job_id")
     # The same job id in a later start (SLURM counts restarts): this process IS the job, requeued. Another
     # process of the same start (a second `study train` in one allocation) is checked like any other owner.
-    if job and job == os.environ.get("SLURM_JOB_ID") and lease.get("slurm_restart") != _slurm_restart():
+    if job and job == _slurm_job() and lease.get("slurm_restart") != _slurm_restart():
         return f"its SLURM job {job} was requeued (this is the job's new start)"
     if host == socket.gethostname() and isinstance(pid, int) and not _pid_alive(pid, lease.get("pid_start")):
         return f"its process {pid} on {host} is gone"
@@ -100,6 +100,13 @@ def owner_gone(lease: dict | None, *, now: float | None = None, stale_after_s: f
     if now - beat > limit:
         return f"its last heartbeat from {host} (pid {pid}) is {now - beat:.0f} s old (limit {limit:.0f} s)"
     return None
+
+
+def _slurm_job() -> str | None:
+    """This process's SLURM job as `squeue`, `sacct` and status.json name it: '157_3' for task 3 of array 157
+    (whose own SLURM_JOB_ID is another number), else the job id; None outside SLURM."""
+    array, task = os.environ.get("SLURM_ARRAY_JOB_ID"), os.environ.get("SLURM_ARRAY_TASK_ID")
+    return f"{array}_{task}" if array and task else os.environ.get("SLURM_JOB_ID")
 
 
 def _slurm_restart() -> int:
@@ -154,7 +161,7 @@ class Lease:
     def _record(self) -> dict:
         pid = os.getpid()
         return {"token": self.token, "host": socket.gethostname(), "pid": pid, "pid_start": _proc_start(pid),
-                "slurm_job_id": os.environ.get("SLURM_JOB_ID"), "slurm_restart": _slurm_restart(),
+                "slurm_job_id": _slurm_job(), "slurm_restart": _slurm_restart(),
                 "acquired": time.time(), "heartbeat": time.time(),
                 "heartbeat_s": self.heartbeat_s, "stale_after_s": self.stale_after_s}
 

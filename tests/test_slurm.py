@@ -1,5 +1,7 @@
 """A real single-node SLURM cluster (tests/slurm_cluster.py): one job array of 4 tiny CPU cells, one cell preempted
-with SIGUSR2 and requeued, resumed bit-identically, and a resubmission that runs nothing twice.
+with SIGUSR2 and requeued, resumed bit-identically, and a resubmission that runs nothing twice; a cell stopped by
+scancel and resubmitted; a token store prepared as a job array (every job COMPLETED), with a lost task and a rerun;
+a request no node can hold refused before anything is queued.
 
 The cluster is started once per session (installed with apt-get when missing) and its daemons are stopped by pid
 at the end, also when a test fails; where it cannot be installed or started the tests skip with the reason
@@ -16,6 +18,7 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tests.test_dispatch import assert_identical, final_weights, grid_file, losses, read_status, run_reference
 
@@ -230,3 +233,161 @@ def test_hard_killed_and_queue_cancelled_cells_are_resubmitted_by_a_plain_submit
     assert row["state"] == "pending" and "before the run started" in row["error"], row
     res = _study("submit", str(queued), "--out", str(root), "--dry-run", *SUBMIT_OPTS)
     assert "1 to submit" in res.stdout, res.stdout
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# A token store's preparation as a job array (study.dispatch.prepare), and what the cluster records of it
+# ---------------------------------------------------------------------------------------------------------------
+PREPARE_OPTS = ["--cluster", "slurm", "--cpus-per-task", "1", "--mem-gb", "1", "--time", "10", "--workers", "1",
+                "--max-tokens", "0"]
+
+
+def _sacct(*ids: str) -> dict[str, str]:
+    """{job id: state} of these jobs (array tasks expanded), as the accounting database has them."""
+    out = _sh("sacct", "-X", "-n", "-P", "-o", "JobID,State", "-j", ",".join(i.split("_")[0] for i in ids))
+    return {row.split("|")[0]: row.split("|")[1].split()[0] for row in out.split() if "|" in row}
+
+
+def _queue_empty() -> bool:
+    return _sh("squeue", "-h", "-o", "%i").strip() == ""
+
+
+def _prepare_config(tmp: Path, cache_dir, files: int) -> tuple[str, Path]:
+    from tests.test_prepare_jobs import _config, _source
+
+    source = _source(tmp / "source", files)
+    return _config(tmp, cache_dir, source, tmp / "store"), tmp / "store"
+
+
+def _local_copy(tmp: Path, config: str) -> dict:
+    """The store a local `study data prepare` builds from the same source (another store_dir): its shard files."""
+    from tests.test_prepare_jobs import _files
+
+    raw = yaml.safe_load(Path(config).read_text())
+    raw["data"]["store_dir"] = str(tmp / "local")
+    (tmp / "local.yaml").write_text(yaml.safe_dump(raw))
+    res = _study("data", "prepare", str(tmp / "local.yaml"), "--workers", "1", "--max-tokens", "0")
+    assert res.returncode == 0, res.stderr
+    return _files(tmp / "local")
+
+
+def test_a_cluster_preparation_ends_with_every_job_completed_and_the_local_store(slurm_cluster, tmp_path,
+                                                                                cache_dir):
+    from tests.test_prepare_jobs import _files
+
+    config, store = _prepare_config(tmp_path, cache_dir, 3)
+    res = _study("data", "prepare", config, "--tasks", "3", *PREPARE_OPTS)
+    assert res.returncode == 0, res.stderr + res.stdout
+    assert "submitted array job" in res.stdout and "(3 tasks, 5 units) and finalize job" in res.stdout, res.stdout
+    _wait(lambda: (store / "manifest.json").exists() and _queue_empty(), "the preparation", tmp_path, timeout=300)
+    prepared = json.loads((store / "manifest.json").read_text())["prepared"]
+    array, final = prepared["jobs"][0].split("_")[0], prepared["jobs"][-1]
+    assert prepared["jobs"] == [f"{array}_{i}" for i in range(3)] + [final] and prepared["cluster"] == "slurm"
+    _wait(lambda: set(_sacct(array, final).values()) == {"COMPLETED"}, "sacct to record every job COMPLETED",
+          tmp_path, timeout=60)
+    assert sorted(_sacct(array, final)) == sorted(prepared["jobs"])
+    assert sorted(p.name for p in store.iterdir()) == ["heldout", "manifest.json", "spec.json", "tokenizer", "train"]
+    scripts = "".join(p.read_text() for p in (tmp_path / "store.submitit").glob("*.sh"))
+    assert "#SBATCH --no-requeue" in scripts and "--signal" not in scripts and "--requeue\n" not in scripts
+    assert _files(store) == _local_copy(tmp_path, config)
+
+
+def test_a_lost_task_strands_the_finalize_job_and_a_rerun_submits_only_its_units(slurm_cluster, tmp_path,
+                                                                                cache_dir):
+    """Task 0 of 2 is cancelled while it tokenizes (its SIGTERM ends it at once, its finished units kept); task 1
+    finishes; the finalize job can never start (afterok). `study data info` says so; a rerun cancels the stranded
+    finalize job, submits task 0's unfinished units only, and ends complete with nothing left queued."""
+    from tests.test_prepare_jobs import _files
+
+    config, store = _prepare_config(tmp_path, cache_dir, 150)  # 60,000 documents: seconds per task
+    profile = tmp_path / "one-at-a-time.yaml"
+    profile.write_text("array_parallelism: 1\n")
+    res = _study("data", "prepare", config, "--tasks", "2", "--profile", str(profile), *PREPARE_OPTS)
+    assert res.returncode == 0, res.stderr + res.stdout
+    (record,) = json.loads((Path(f"{store}.partial") / "jobs.json").read_text())["submissions"]
+    (task0, task1), final = sorted(record["tasks"]), record["finalize"]
+    log0 = tmp_path / "store.submitit" / f"{task0}_0_log.err"
+    _wait(lambda: log0.is_file() and "units to do" in log0.read_text(), "task 0 to start tokenizing", tmp_path)
+    subprocess.run(["scancel", task0], check=True, timeout=30)
+    _wait(lambda: _sacct(task0, task1).get(task1) == "COMPLETED", "task 1 to finish", tmp_path, timeout=300)
+    assert _sacct(task0).get(task0) == "CANCELLED" and "stopped by SIGTERM" in log0.read_text()
+    reason = _sh("squeue", "-h", "-o", "%T %r", "-j", final).strip()
+    assert reason == "PENDING DependencyNeverSatisfied", reason
+
+    res = _study("data", "info", config, "--json")
+    info = json.loads(res.stdout)
+    assert not info["prepared"] and info["stranded"] == final and 0 < info["units_to_do"] < info["units"], info
+    left = info["units_to_do"]
+    line = _study("data", "info", config).stdout
+    assert "the finalize job is stranded" in line and f"task {task0} ended with units undone" in line, line
+
+    res = _study("data", "prepare", config, "--tasks", "4", *PREPARE_OPTS)
+    assert res.returncode == 0, res.stderr + res.stdout
+    assert f"cancelled finalize job {final}: task {task0} (CANCELLED) ended with units undone" in res.stdout
+    assert f" of {info['units']} units) and finalize job" in res.stdout and f"({min(4, left)} task" in res.stdout
+    (_, again) = json.loads((Path(f"{store}.partial") / "jobs.json").read_text())["submissions"]
+    rerun = [u for share in again["tasks"].values() for u in share]
+    assert len(rerun) == left and set(rerun) <= set(record["tasks"][task0])  # task 0's unfinished units only
+    _wait(lambda: (store / "manifest.json").exists() and _queue_empty(), "the rerun", tmp_path, timeout=300)
+    assert _sacct(final)[final] == "CANCELLED"
+    new = [*again["tasks"], again["finalize"]]
+    _wait(lambda: set(_sacct(*new).values()) == {"COMPLETED"}, "the rerun's jobs COMPLETED", tmp_path, timeout=60)
+    assert _files(store) == _local_copy(tmp_path, config)
+    assert "held-out tokens" in _study("data", "info", config).stdout
+
+
+def test_a_request_larger_than_any_node_is_refused_before_anything_is_queued(slurm_cluster, tmp_path, cache_dir):
+    path = grid_file(tmp_path, cache_dir, name="slurmtest", lrs=(1e-3,))
+    cpus = max(int(c) for c in _sh("sinfo", "-h", "-N", "-o", "%c").split())
+    jobs_before = _sh("sacct", "-X", "-n", "-P", "-o", "JobID")
+    res = _study("submit", str(path), "--out", str(tmp_path / "results"), "--cluster", "slurm", "--cpus-per-task",
+                 str(cpus + 1), "--time", "5")
+    assert res.returncode == 2 and res.stdout == "", res.stdout
+    assert res.stderr.strip() == (f"study: error: key '--cpus-per-task': {cpus + 1} CPUs per task, but no node of "
+                                  f"partition 'debug' has more than {cpus} CPUs: the job would wait forever; give "
+                                  f"--cpus-per-task {cpus} or less")
+    config, store = _prepare_config(tmp_path, cache_dir, 1)
+    res = _study("data", "prepare", config, *PREPARE_OPTS, "--cpus-per-task", str(cpus + 1))
+    assert res.returncode == 2 and "key '--cpus-per-task'" in res.stderr and len(res.stderr.strip().splitlines()) == 1
+    assert not Path(f"{store}.partial").exists()  # refused before anything was written
+    time.sleep(2)
+    assert _queue_empty() and _sh("sacct", "-X", "-n", "-P", "-o", "JobID") == jobs_before
+    assert not (tmp_path / "results" / "slurmtest" / ".submitit").exists()
+
+
+def test_a_cell_stopped_by_scancel_resumes_to_the_metrics_of_an_uninterrupted_run(slurm_cluster, tmp_path,
+                                                                                 cache_dir):
+    """`scancel` sends SIGTERM: the trainer saves at the next step (between log steps here) and ends
+    'interrupted'; `study submit` resumes it; its metrics.jsonl equals an uninterrupted run's in every field but
+    timing. While it runs, `study status` names its owner by the array task's id."""
+    from study.grid import load_grid
+    from study.results import RunDir
+
+    path = grid_file(tmp_path, cache_dir, name="slurmtest", lrs=(1e-3,),
+                     **{"train.steps": STEPS, "train.ckpt_every": 10, "train.log_every": 5, "eval.every": 0,
+                        "eval.tokens": 2048})
+    (cell,) = load_grid(path).cells()
+    root, run = tmp_path / "results", cell.run_dir(tmp_path / "results")
+    res = _study("submit", str(path), "--out", str(root), *SUBMIT_OPTS)
+    assert res.returncode == 0, res.stderr + res.stdout
+    _wait(lambda: read_status(run).get("state") == "running" and read_status(run).get("checkpoint_step", 0) >= 10,
+          "a first checkpoint", root)
+    job = read_status(run)["job_id"]
+    status = _study("status", str(path), "--out", str(root)).stdout
+    assert f"SLURM job {job}" in status, status  # the array task's id, as squeue and status.json name it
+    subprocess.run(["scancel", job], check=True, timeout=30)
+    _wait(lambda: read_status(run).get("state") == "interrupted" and _queue_empty(), "the stop", root, timeout=120)
+    stopped_at = read_status(run)["step"]
+    assert stopped_at < STEPS and read_status(run)["checkpoint_step"] == stopped_at
+    res = _study("submit", str(path), "--out", str(root), *SUBMIT_OPTS)
+    assert res.returncode == 0 and "1 to submit" in res.stdout, res.stdout + res.stderr
+    ref = run_reference(cell.config, tmp_path / "reference", threads=1)
+    _wait(lambda: read_status(run).get("state") == "completed", "the resumed cell", root, timeout=420)
+
+    def rows(run_dir):
+        return [{k: v for k, v in r.items() if k not in ("time", "tokens_per_s", "mfu")}
+                for r in RunDir(run_dir).read_jsonl("metrics.jsonl")]
+
+    resumes = json.loads((run / "run.json").read_text()).get("resumes", [])
+    assert [r["step"] for r in resumes] == [stopped_at]
+    assert rows(run) == rows(ref.run_dir), f"stopped at step {stopped_at}"

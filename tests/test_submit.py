@@ -66,7 +66,8 @@ def test_failed_submission_removes_its_pickles(tmp_path, cache_dir, monkeypatch)
 
 def test_submit_refuses_a_missing_token_store_only_for_cells_it_would_submit(tmp_path, cache_dir, capsys):
     """Compute nodes read a prepared store: submitting cells whose store is missing is refused (exit 2, naming
-    `study data prepare`), before any job exists; a finished cell's missing store does not block anything."""
+    both ways to prepare it) before the plan is printed and before any job exists; a dry run prints the plan and
+    a note; a finished cell's missing store does not block anything."""
     from study.grid import load_grid
     from tests.test_dispatch import write_status
 
@@ -74,10 +75,15 @@ def test_submit_refuses_a_missing_token_store_only_for_cells_it_would_submit(tmp
     out = tmp_path / "r"
     cmd = ["submit", str(grid), "--cluster", "debug", "--out", str(out)]
     assert main(cmd) == 2
-    err = capsys.readouterr().err
-    assert "not ready" in err and "study data prepare" in err
+    printed = capsys.readouterr()
+    assert printed.out == ""  # no plan, no "submitting ..." before the refusal
+    (line,) = printed.err.strip().splitlines()
+    assert f"token store {tmp_path / 'none'} of the runs to submit is not prepared" in line
+    assert f"`study data prepare {grid} --workers N`" in line and f"`study data prepare {grid} --cluster debug`" in line
     assert not (out / "lt" / ".submitit").exists()  # nothing was submitted
-    assert main([*cmd, "--dry-run"]) == 0  # a dry run only lists
+    assert main([*cmd, "--dry-run"]) == 0  # a dry run lists, and notes the store
+    printed = capsys.readouterr().out
+    assert "would submit 1 run(s)" in printed and "note: token store" in printed
     (cell,) = load_grid(grid).cells()
     write_status(cell.run_dir(out), state="completed", step=1)
     capsys.readouterr()

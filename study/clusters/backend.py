@@ -53,3 +53,8 @@ class Backend:
     signal_delay_s: int | None = None  # the checkpoint signal's default lead before the time limit, if it sends one
     # Lines to print before submitting this many jobs, or a ConfigError when this many cannot run together here.
     notes: Callable[[dict, int], list[str]] = _no_notes
+    # Cancel these recorded jobs (a preparation's stranded finalize job); None: nothing can be cancelled.
+    cancel: Callable[[list[str]], None] | None = None
+    # Make an executor's jobs ones that cannot resume from a checkpoint (a token store's preparation tasks): no
+    # checkpoint signal before the time limit. None: its jobs get none anyway.
+    no_checkpoint_signal: Callable[[Any], None] | None = None

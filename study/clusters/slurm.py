@@ -2,6 +2,8 @@
 
 Its job ids are '123' or '123_4' (array task). `job_states` asks squeue for live jobs first (slurmctld knows a
 job the moment it is submitted; the accounting database may lag), then sacct for the others (ended jobs).
+Before anything is submitted, the request is checked against the partition's nodes as `sinfo` lists them
+(study.clusters.fit): a job no node can hold would wait in the queue forever, without a word from SLURM.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import subprocess
 from pathlib import Path
 
 from study.clusters.backend import ENDED, QUEUED, RUNNING, UNKNOWN, Backend
+from study.clusters.fit import check_fit, parse_sinfo
 from study.errors import SubmitError
 
 # SLURM job states (sacct/squeue) -> what they mean for a run.
@@ -85,6 +88,40 @@ def job_states(job_ids, *, timeout: float = 30) -> dict[str, str]:
 def _check(options: dict) -> None:
     if shutil.which("sbatch") is None:
         raise SubmitError("--cluster slurm: no `sbatch` on this machine (use --cluster local or debug)")
+    out = _run(["sinfo", "-a", "-h", "-N", "-o", SINFO_FORMAT], 30) if shutil.which("sinfo") else None
+    if out is not None:  # no answer: nothing to check against (sbatch still refuses what it can see is wrong)
+        check_fit(options, parse_sinfo(out))
+
+
+SINFO_FORMAT = "%N|%P|%c|%m|%G"  # a line per node and partition (-a: hidden ones too): name, partition, CPUs, MB, GRES
+
+
+def _cancel(job_ids: list[str]) -> None:
+    res = subprocess.run(["scancel", *job_ids], capture_output=True, text=True, timeout=60)
+    if res.returncode != 0:
+        raise SubmitError(f"scancel {' '.join(job_ids)} failed: {' '.join(res.stderr.split())[:300]}")
+
+
+def _no_checkpoint_signal(executor) -> None:
+    """submitit writes `#SBATCH --signal=USR2@<delay>` into every job script (its handler of that signal
+    checkpoints and requeues); a job that cannot resume gets no such line: at its time limit it ends, TIMEOUT.
+    A job array's script is built by a fresh SlurmExecutor through the module's `_make_sbatch_string`, so nothing
+    set on this executor reaches it: while this executor submits, that function leaves the line out."""
+    from submitit.slurm import slurm as submitit_slurm
+
+    inner = executor._executor  # the SlurmExecutor inside submitit's AutoExecutor
+    process = inner._internal_process_submissions
+
+    def submit_without_signal(submissions):
+        make = submitit_slurm._make_sbatch_string
+        submitit_slurm._make_sbatch_string = lambda **kw: "\n".join(
+            ln for ln in make(**kw).split("\n") if not ln.startswith("#SBATCH --signal="))
+        try:
+            return process(submissions)
+        finally:
+            submitit_slurm._make_sbatch_string = make
+
+    inner._internal_process_submissions = submit_without_signal
 
 
 def _executor(folder: Path, options: dict):
@@ -114,7 +151,8 @@ def _parameters(options: dict) -> dict:
 
 def _run_after(executor, jobs: list) -> None:
     ids = ":".join(str(j.job_id).split("_")[0] for j in jobs[:1])  # an array's tasks share its main id
-    executor.update_parameters(slurm_additional_parameters={"dependency": f"afterok:{ids}"})
+    extra = dict(executor._executor.parameters.get("additional_parameters") or {})  # --no-requeue, a profile's
+    executor.update_parameters(slurm_additional_parameters={**extra, "dependency": f"afterok:{ids}"})
 
 
 BACKEND = Backend(
@@ -122,5 +160,6 @@ BACKEND = Backend(
     job_states=job_states,
     phases={**dict.fromkeys(LIVE_QUEUED, QUEUED), **dict.fromkeys(LIVE_RUNNING, RUNNING),
             **dict.fromkeys(DEAD_FAILED | DEAD_OK, ENDED)},
-    run_after=_run_after, array=True, signal_delay_s=SIGNAL_DELAY_S,
+    run_after=_run_after, array=True, signal_delay_s=SIGNAL_DELAY_S, cancel=_cancel,
+    no_checkpoint_signal=_no_checkpoint_signal,
 )

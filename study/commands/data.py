@@ -10,6 +10,10 @@ training tokens the cell that needs most trains on (`--max-tokens`). The store i
 group or another shard of a dataset, or 256 documents of a local corpus) at a time; the result does not depend
 on the number of workers. Re-running resumes a partial store, and on a finished one checks every file and
 rewrites the damaged ones only (docs/data.md). `verify` also takes a store folder; each problem is one line, exit 2.
+
+With `--cluster NAME` the preparation is a job array and a finalize job (study.dispatch.prepare: re-running it
+submits only the units left, and cancels a finalize job stranded by a lost task); `study data info` reports a
+partial store: its units done and to do, and the jobs preparing it.
 """
 
 from __future__ import annotations
@@ -59,7 +63,8 @@ def register(sub) -> None:
             c.add_argument("--profile", default=None, metavar="FILE.yaml", help="cluster profile (as study submit)")
             add_flags(c, PREPARE_FLAGS, help={"time": "minutes per task (default 240)",
                                               "cpus_per_task": "CPUs per task (= its workers)",
-                                              "logs": "submitit log folder (default: STORE.partial/.submitit)"})
+                                              "logs": "submitit log folder (default: STORE.submitit, beside "
+                                                      "the store)"})
         q.set_defaults(func=run)
 
 
@@ -130,6 +135,8 @@ def run(args) -> int:
         else:
             path = store.store_path(cfg.data, cfg.model.vocab_size)
         row = {"store": str(path), "prepared": (path / "manifest.json").exists(), "needed_tokens": need or None}
+        if not row["prepared"]:
+            row.update(_partial(path, args.config))
         if row["prepared"]:
             m = store.open_store(cfg.data, cfg.model.vocab_size).manifest
             row.update(train_tokens=m["splits"]["train"]["tokens"], heldout_tokens=m["splits"]["heldout"]["tokens"],
@@ -149,40 +156,42 @@ def run(args) -> int:
                     cut += f"; short of the {row['needed_tokens']:,} its runs train on: prepare it again"
             print(f"{row['store']}: {row['train_tokens']:,} train and {row['heldout_tokens']:,} held-out tokens "
                   f"({row['source']}, tokenizer {row['tokenizer']}{cut})")
+        elif row.get("partial"):
+            print(f"{row['store']}: {row['partial']}")
         else:
             print(f"{row['store']}: not prepared (run: study data prepare {args.config})")
     return 0
 
 
-def _submit(args, cfgs) -> int:
-    """`study data prepare --cluster ...`: one job array per store, and a finalize job after it."""
-    from pathlib import Path
+def _partial(path, hint: str) -> dict:
+    """What `study data info` says of a store that is not prepared: its partial folder's units and jobs."""
+    from study.dispatch.prepare import describe, standing
 
-    from study.clusters import backend
-    from study.data import store
-    from study.dispatch import load_profile, make_executor, resolve_options
+    st = standing(path)
+    if st is None:
+        return {}
+    return {"partial": describe(st, hint), "units": st.units, "units_to_do": len(st.todo),
+            "jobs": dict(st.states), "stranded": st.finalize if st.stranded else None}
+
+
+def _submit(args, cfgs) -> int:
+    """`study data prepare --cluster ...`: per store, a job array of the units still to do and a finalize job
+    (study.dispatch.prepare, which also says what it finds of an earlier submission)."""
+    from study.dispatch import load_profile, resolve_options
+    from study.dispatch.prepare import submit_prepare
 
     if args.tasks < 1:
         raise ConfigError(f"--tasks must be >= 1, got {args.tasks}", key="--tasks")
     cli = {k: getattr(args, k) for k in ("cluster", *PREPARE_FLAGS) if k != "logs"}
-    # CPU-only tasks whatever the profile says about GPUs; 4 hours unless told otherwise
-    options = resolve_options({**cli, "gpus_per_node": 0, "tasks_per_node": 1, "nodes": 1},
+    # CPU-only tasks whatever the profile says about GPUs, never requeued (they cannot resume from a checkpoint:
+    # a rerun does what is left); 4 hours unless told otherwise
+    options = resolve_options({**cli, "gpus_per_node": 0, "tasks_per_node": 1, "nodes": 1, "requeue": False},
                               load_profile(args.profile), {"time": 240})
     workers = args.workers or int(options["cpus_per_task"])
     for cfg, need in cfgs:
-        path = store.store_path(cfg.data, cfg.model.vocab_size)
-        logs = Path(args.logs) if args.logs else Path(f"{path}.partial") / ".submitit"
-        executor = make_executor(args.cluster, logs, options, name="study-data-prepare")
-        jobs, final = store.submit_prepare(cfg.data, cfg.model.vocab_size, executor, tasks=args.tasks,
-                                           workers=workers, after=backend(args.cluster).run_after,
-                                           max_tokens=_max_tokens(args, need))
-        if not jobs:
-            print(f"{path}: already prepared")
-        elif final is None:
-            print(f"{path}: prepared by {len(jobs)} {args.cluster} tasks")
-        else:
-            print(f"{path}: submitted array job {jobs[0].job_id.split('_')[0]} ({len(jobs)} tasks) and finalize job "
-                  f"{final.job_id} (afterok); `study data info {args.config}` says when it is ready")
+        submit_prepare(cfg.data, cfg.model.vocab_size, cluster=args.cluster, options=options,
+                       logs=args.logs, tasks=args.tasks, workers=workers, max_tokens=_max_tokens(args, need),
+                       hint=args.config)
     return 0
 
 

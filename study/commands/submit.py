@@ -49,20 +49,21 @@ def run(args) -> int:
     if cluster is None:
         raise ConfigError(f"no cluster given: pass --cluster {'|'.join(BACKENDS)} (or set `cluster` in the profile "
                           "or the grid's cluster section)", key="--cluster")
-    _check_checkpoint_lead(grid, options, cluster, args)
+    lead_lines = _check_checkpoint_lead(grid, options, cluster, args)
     argv = ["study", *sys.argv[1:]] if sys.argv and sys.argv[0].endswith("study") else list(sys.argv)
     report = submit_grid(grid, root=args.out, cluster=cluster, options=options, where=args.where,
                          only=args.only, logs=options.get("logs"), dry_run=args.dry_run,
-                         rerun_failed=args.rerun_failed, argv=argv)
+                         rerun_failed=args.rerun_failed, argv=argv, notes=lead_lines)
     if any(s == "failed" for s in report.results.values()):  # jobs run in this process (debug)
         return 1
     return 0
 
 
-def _check_checkpoint_lead(grid, options: dict, cluster: str, args) -> None:
+def _check_checkpoint_lead(grid, options: dict, cluster: str, args) -> list[str]:
     """The largest checkpoint of the selected cells against the signal lead (study.cost.checkpoint_plan): one
-    line, a warning when the lead is short at the bandwidth we plan with, a refusal when it is short even at a
-    fast one. The lead is the backend's default unless given (the local executor has none)."""
+    line, a warning when the lead is short at the bandwidth we plan with (the lines to print with the plan), a
+    refusal when it is short even at a fast one. The lead is the backend's default unless given (the local
+    executor has none)."""
     from study.clusters import backend
     from study.cost import checkpoint_lines, checkpoint_plan, suggested_lead
     from study.errors import ConfigError
@@ -72,7 +73,7 @@ def _check_checkpoint_lead(grid, options: dict, cluster: str, args) -> None:
         lead = backend(cluster).signal_delay_s  # the default lead of a backend that sends the signal
     cells = grid.select(args.where, args.only)
     if lead is None or not cells:
-        return
+        return []
     nodes = int(options.get("nodes") or 1)
     world = nodes * int(options.get("tasks_per_node") or 1)
     plans = [checkpoint_plan(c.config, world_size=world, nodes=nodes, lead_s=lead) for c in cells]
@@ -81,5 +82,4 @@ def _check_checkpoint_lead(grid, options: dict, cluster: str, args) -> None:
         raise ConfigError(f"--signal-delay-s {lead} cannot fit a checkpoint of {worst['bytes'] / 1e9:.1f} GB "
                           f"({worst['bytes_per_node'] / 1e9:.1f} GB per node, twice if a save is in flight) even "
                           f"at 2 GB/s per node; give it {suggested_lead(worst)} s or more", key="--signal-delay-s")
-    for line in checkpoint_lines(worst):
-        print(line)
+    return checkpoint_lines(worst)

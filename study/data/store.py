@@ -45,9 +45,10 @@ sha256 (checked before its first read, store_check), or a manifest that names an
 damaged ones (store_repair).
 
 Modules (this one re-exports their names): store_manifest (key, spec, manifest, StoreError), store_units (units,
-tokenizing, shard writing), store_prepare (`prepare`, `submit_prepare`, workers), store_read (`open_store`,
-SplitView, the store's tokenizer), store_check (what proves the bytes; `verify`), store_repair; the tokenizer's
-saved files: study.data.hf_tokenizer.
+tokenizing, shard writing), store_prepare (`prepare`, workers, what a job runs), store_progress (a partial
+store's plan, finished units and jobs), store_read (`open_store`, SplitView, the store's tokenizer), store_check
+(what proves the bytes; `verify`), store_repair; the tokenizer's saved files: study.data.hf_tokenizer.
+Preparation as a job array: study.dispatch.prepare.
 """
 
 from __future__ import annotations
@@ -64,13 +65,15 @@ from study.data.store_manifest import (
     store_key,
     store_path,
 )
-from study.data.store_prepare import _prepare_task, prepare, submit_prepare
+from study.data.store_prepare import _prepare_task, prepare
+from study.data.store_progress import partial_of, read_cap, read_jobs, read_plan, record_jobs, units_to_do
 from study.data.store_read import _OPEN, SplitView, TokenStore, check_ready, open_store, store_tokenizer
 from study.data.store_units import ENCODE_CHARS, UNIT_DOCS, Unit, plan_units, process_units, unit_documents, write_shard
 
 # _OPEN (the opened-store memo, cleared by tests and benchmarks) and _prepare_task (job-array tasks pickled under
 # this module's name) are kept under their old names.
 __all__ = ["ENCODE_CHARS", "SPLITS", "STORE_FORMAT", "UNIT_DOCS", "SplitView", "StoreError", "TokenStore", "Unit",
-           "_OPEN", "_prepare_task", "build_manifest", "check_ready", "open_store", "plan_units",
-           "prepare", "prepare_command", "process_units", "save_tokenizer", "source_fingerprint", "spec",
-           "store_key", "store_path", "store_tokenizer", "submit_prepare", "unit_documents", "write_shard"]
+           "_OPEN", "_prepare_task", "build_manifest", "check_ready", "open_store", "partial_of", "plan_units",
+           "prepare", "prepare_command", "process_units", "read_cap", "read_jobs", "read_plan", "record_jobs",
+           "save_tokenizer", "source_fingerprint", "spec", "store_key", "store_path", "store_tokenizer",
+           "unit_documents", "units_to_do", "write_shard"]

@@ -1,5 +1,6 @@
 """Preparing a token store (`study data prepare`): locking, resuming, the worker threads or processes, the
-manifest and the final rename; also as a job array (`submit_prepare`). study.data.store describes the store.
+manifest and the final rename; `_prepare_task`, what a job-array task or finalize job runs (study.dispatch.prepare
+submits them). study.data.store describes the store.
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ import json
 import logging
 import os
 import shutil
+import signal
+import sys
 import time
 from pathlib import Path
 
@@ -18,6 +21,16 @@ from study.data import cache, corpus
 from study.data.hf_tokenizer import load_tokenizer_dir, save_tokenizer
 from study.data.store_check import damaged, write_stamps
 from study.data.store_manifest import SPLITS, StoreError, build_manifest, source_fingerprint, spec, store_path
+from study.data.store_progress import (
+    CAP_FILE,
+    JOBS_FILE,
+    PLAN_FILE,
+    jobs_prepared,
+    partial_of,
+    read_cap,
+    read_jobs,
+    write_plan,
+)
 from study.data.store_read import forget, read_manifest
 from study.data.store_repair import repair
 from study.data.store_units import (
@@ -125,7 +138,7 @@ def prepare(data_cfg, vocab_size: int, *, workers: int = 1, units: list[int] | N
         if (path / "manifest.json").exists():
             return path
         start = time.perf_counter()
-        partial = Path(f"{path}.partial")
+        partial = partial_of(path)
         partial.mkdir(parents=True, exist_ok=True)
         my_spec = {**spec(data_cfg, vocab_size), "units_format": UNITS_FORMAT}
         spec_file = partial / "spec.json"
@@ -147,9 +160,9 @@ def prepare(data_cfg, vocab_size: int, *, workers: int = 1, units: list[int] | N
         # The bundled corpus is parsed once, here (a `files` source is read by each unit from its position)
         finite = list(corpus.finite_documents(data_cfg)) if data_cfg.source == "default" else None
         plan = plan_units(data_cfg, finite)
+        write_plan(partial, plan)
         todo = [u for k, u in enumerate(plan) if (units is None or k in units) and marker_ok(partial, u) is None]
-        log.info("token store %s: %d units, %d to do, %d workers%s", path, len(plan), len(todo), workers,
-                 f", up to {max_tokens:,} training tokens" if max_tokens else "")
+        log.info("token store %s: %s", path, _work_line(len(plan), units, todo, workers, max_tokens, finalize))
         parallel_start = time.perf_counter()
         if todo:
             with _runner(data_cfg, tok_dir, finite, workers, partial) as run:
@@ -168,8 +181,12 @@ def prepare(data_cfg, vocab_size: int, *, workers: int = 1, units: list[int] | N
         tok = _saved_tokenizer(tok_dir, built if data_cfg.tokenizer == "default" else None)
         manifest = build_manifest(data_cfg, vocab_size, tok, [plan[k] for k in kept], [markers[k] for k in kept],
                                   workers, time.perf_counter() - start)
-        manifest["prepared"].update(units_s=round(parallel_s, 3),
-                                    units_cpu_s=round(sum(markers[k].get("cpu_s", 0.0) for k in kept), 3))
+        cpu_s = sum(markers[k].get("cpu_s", 0.0) for k in kept)
+        submissions = read_jobs(partial) if units is not None else []  # the finalize of tasks, here or a job
+        if submissions:
+            manifest["prepared"] = jobs_prepared(submissions, cpu_s)
+        else:
+            manifest["prepared"].update(units_s=round(parallel_s, 3), units_cpu_s=round(cpu_s, 3))
         n_train = sum(1 for u in plan if "train" in u.splits)
         manifest.update(max_tokens=max_tokens or None,
                         complete=sum(1 for k in kept if "train" in plan[k].splits) == n_train)
@@ -177,7 +194,8 @@ def prepare(data_cfg, vocab_size: int, *, workers: int = 1, units: list[int] | N
         write_stamps(partial, {f"{split}/{rec['file']}.bin": {"sha256": rec["sha256"], "id": markers[k]["ids"][split]}
                                for k in kept if "ids" in markers[k] for split, rec in markers[k]["shards"].items()})
         shutil.rmtree(partial / "units", ignore_errors=True)
-        (partial / CAP_FILE).unlink(missing_ok=True)
+        for name in (CAP_FILE, PLAN_FILE, JOBS_FILE):
+            (partial / name).unlink(missing_ok=True)
         try:
             os.rename(partial, path)
         except OSError:
@@ -190,18 +208,26 @@ def prepare(data_cfg, vocab_size: int, *, workers: int = 1, units: list[int] | N
     return path
 
 
-CAP_FILE = "max_tokens.json"  # in the partial folder: the cap the preparation was started with
+def _work_line(n: int, units: list[int] | None, todo: list, workers: int, max_tokens: int, finalize: bool) -> str:
+    """What this preparation is about to do, in words: '4 of 10 units to do (this task's share: 5) on 2 workers,
+    up to 3,000 training tokens', 'all 10 units done', 'finalizing (10 units planned)'."""
+    if units is not None and not units:  # no share of units: the finalize, or the submitter's setup
+        return f"finalizing ({n} units planned)" if finalize else f"{n} units planned"
+    if not todo:
+        return f"all {n} units done" if units is None else f"this task's {len(units)} of {n} units are done"
+    share = f" (this task's share: {len(units)})" if units is not None else ""
+    cap = f", up to {max_tokens:,} training tokens" if max_tokens else ""
+    return f"{len(todo)} of {n} units to do{share} on {workers} worker{'s' if workers != 1 else ''}{cap}"
 
 
 def _recorded_cap(partial: Path, max_tokens: int | None) -> int:
     """The cap to use (0: none): `max_tokens` when given (and recorded for the job array's other tasks and its
     finalize job), else the one the partial store records."""
-    f = partial / CAP_FILE
     if max_tokens is None:
-        return json.loads(f.read_text())["max_tokens"] if f.exists() else 0
+        return read_cap(partial)
     if max_tokens < 0:
         raise DataError(f"--max-tokens must be >= 0 (0: the whole source), got {max_tokens}")
-    fsutil.atomic_write_text(f, json.dumps({"max_tokens": int(max_tokens)}))
+    fsutil.atomic_write_text(partial / CAP_FILE, json.dumps({"max_tokens": int(max_tokens)}))
     return int(max_tokens)
 
 
@@ -303,37 +329,26 @@ def _runner(data_cfg, tok_dir: Path, finite: list | None, workers: int, partial:
                                                                  for job in worker_jobs(todo, finite, workers)]))
 
 
-def submit_prepare(data_cfg, vocab_size: int, executor, *, tasks: int, workers: int, after=None,
-                   max_tokens: int | None = None):
-    """Prepare the store as a job array of `tasks` tasks (each its share of the units, `workers` processes),
-    then finalize: as a job the scheduler starts once the array succeeded, when `after(executor, jobs)` can make
-    the executor's next submission wait for them (its backend's run_after, study.clusters), else here after
-    waiting for the array. Returns (array jobs, finalize job or None when finalized here). `max_tokens` (see
-    `prepare`) is recorded in the partial store, where the tasks and the finalize job read it."""
-    path = store_path(data_cfg, vocab_size)
-    if (path / "manifest.json").exists():
-        return [], None
-    prepare(data_cfg, vocab_size, units=[], finalize=False, max_tokens=max_tokens)  # spec, tokenizer, cap: once
-    n = len(plan_units(data_cfg))
-    tasks = max(1, min(tasks, n))
-    shares = [list(range(k, n, tasks)) for k in range(tasks)]
-    cfg = dataclasses.asdict(data_cfg)
-    jobs = executor.map_array(_prepare_task, [cfg] * tasks, [vocab_size] * tasks, shares, [workers] * tasks)
-    if after is not None:
-        after(executor, jobs)
-        executor.update_parameters(name="finalize")
-        return jobs, executor.submit(_prepare_task, cfg, vocab_size, [], 1, True)
-    for j in jobs:
-        j.result()
-    prepare(data_cfg, vocab_size, units=[])
-    return jobs, None
-
-
 def _prepare_task(data_dict: dict, vocab_size: int, units: list[int], workers: int, finalize: bool = False) -> str:
-    """One job-array task (or the finalize job): prepare these units of the store."""
+    """One job-array task (or the finalize job): prepare these units of the store. A SIGTERM (`scancel`, the
+    time limit) ends it at once: submitit ignores SIGTERM in its jobs (it waits for its own preemption signal,
+    which these jobs do not get), but a task has nothing to save: its finished units are on disk, each complete
+    (shards renamed into place before its marker), and a rerun of `study data prepare --cluster` does the rest."""
+    from study import console
     from study.config import DataConfig, from_dict
 
+    console.setup()  # a submitit job does not go through the CLI: its log gets our lines
+    signal.signal(signal.SIGTERM, _end_on_sigterm)
     return str(prepare(from_dict(DataConfig, data_dict), vocab_size, workers=workers, units=units,
                        finalize=finalize))
+
+
+def _end_on_sigterm(signum, frame) -> None:
+    log.warning("stopped by %s: the units finished so far are kept; `study data prepare --cluster ...` again "
+                "does the rest", signal.Signals(signum).name)
+    for stream in (sys.stdout, sys.stderr):  # the job's log files
+        stream.flush()
+    signal.signal(signum, signal.SIG_DFL)
+    os.kill(os.getpid(), signum)  # die of it, as an unhandled SIGTERM does (worker processes get their own)
 
 

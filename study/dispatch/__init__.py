@@ -23,8 +23,10 @@ Selection (`decide`), from the run's status.json refined by the scheduler (study
     (study.status.effective_state and study.lease decide these from the files and the scheduler.)
 
 Modules: select (Decision, decide, plan_cells), job (TrainCell and what runs inside the job), submit
-(submit_grid, make_executor, the submission record). A submitted job's pickle names its callable by the module
-of its class, `study.dispatch.job.TrainCell` (docs/ARCHITECTURE.md, "study.launch", says why the old name is gone).
+(submit_grid, make_executor, the submission record), prepare (`study data prepare --cluster`: a token store's
+preparation as a job array and a finalize job, and what a rerun finds of an earlier one). A submitted job's
+pickle names its callable by the module of its class, `study.dispatch.job.TrainCell` (docs/ARCHITECTURE.md,
+"study.launch", says why the old name is gone).
 
 One executor (the backend's: `AutoExecutor(folder=logs, cluster=...)`) and one `executor.batch()` per
 submission: on SLURM one job array (`slurm_array_parallelism` running at once); one task per GPU

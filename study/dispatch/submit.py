@@ -14,7 +14,7 @@ from pathlib import Path
 
 from study.clusters import backend
 from study.clusters.options import executor_parameters, option_warnings
-from study.data.store import StoreError, check_ready
+from study.data.store import StoreError, check_ready, partial_of
 from study.dispatch.job import TrainCell
 from study.dispatch.select import Decision, plan_cells
 from study.errors import StudyError, SubmitError
@@ -37,14 +37,17 @@ def _fixed_part(logs: Path) -> Path:
     return Path(*parts) if parts else Path(".")
 
 
-def make_executor(cluster: str, logs: str | Path, options: dict, *, name: str):
+def make_executor(cluster: str, logs: str | Path, options: dict, *, name: str, resumable: bool = True):
     """The submitit executor of backend `cluster` (study.clusters) with the resolved options applied, after its
     preflight check. `cluster` must be given: AutoExecutor would pick SLURM whenever `srun` exists, even with no
-    daemon running."""
+    daemon running. `resumable` False: its jobs cannot resume from a checkpoint, so they get no checkpoint signal
+    (and the caller asks for no requeue)."""
     kind = backend(cluster)
     kind.check(options)
     executor = kind.executor(Path(logs), options)
     executor.update_parameters(**executor_parameters(options, name=name))
+    if not resumable and kind.no_checkpoint_signal is not None:
+        kind.no_checkpoint_signal(executor)
     return executor
 
 
@@ -78,10 +81,29 @@ def _run_debug_job(job) -> str:
         os.environ.update(backup)
 
 
+def _stores_problem(todo: list[Decision], grid: GridLike, cluster: str) -> str | None:
+    """Why the token stores the cells to submit need are not ready (compute nodes read a prepared store,
+    offline), with both ways to prepare them; None when they are ready."""
+    missing = check_ready([d.cell for d in todo])
+    if not missing:
+        return None
+    path, problem = missing[0]
+    target = getattr(grid, "path", None) or grid.name
+    if (path / "manifest.json").exists():  # damaged, or cut short: its own message says what to do
+        return f"{len(missing)} token store(s) of the runs to submit not ready: {problem}"
+    state = "only partly prepared" if partial_of(path).exists() else "not prepared"
+    return (f"token store {path} of the runs to submit is {state}"
+            + (f" ({len(missing)} stores in all)" if len(missing) > 1 else "")
+            + f"; prepare it first, here: `study data prepare {target} --workers N`, or as jobs: "
+              f"`study data prepare {target} --cluster {cluster}`")
+
+
 def submit_grid(grid: GridLike, *, root, cluster: str, options: dict, cells=None, where=(), only=(), logs=None,
                 dry_run: bool = False, rerun_failed: bool = False, argv: list[str] | None = None,
-                scheduler: bool = True, out=print) -> SubmitReport:
-    """Select the cells needing a run and submit them as one job array. Prints what it does through `out`."""
+                scheduler: bool = True, notes: list[str] = (), out=print) -> SubmitReport:
+    """Select the cells needing a run and submit them as one job array. Prints what it does through `out`
+    (`notes`: the caller's lines, printed with the options' warnings). A submission that cannot go ahead (a token
+    store not ready, a request no node can hold) is refused before anything is printed."""
     root = check_results_root(root).resolve()
     kind = backend(cluster)
     if cells is None:
@@ -91,6 +113,12 @@ def submit_grid(grid: GridLike, *, root, cluster: str, options: dict, cells=None
     todo = report.submitted
     logs = Path(logs) if logs else root / grid.name / ".submitit" / "%j"
     params = executor_parameters(options, name=grid.name)
+    stores = _stores_problem(todo, grid, cluster) if todo else None
+    executor = None
+    if todo and not dry_run:
+        if stores:
+            raise StoreError(stores)
+        executor = make_executor(cluster, logs, options, name=grid.name)  # the backend's preflight check
 
     width = max([len(d.run.run_name) for d in decisions] + [3])
     for d in decisions:
@@ -105,17 +133,12 @@ def submit_grid(grid: GridLike, *, root, cluster: str, options: dict, cells=None
     out(f"{verb} {len(todo)} run(s) to cluster '{cluster}' as one "
         f"{'job array' if kind.array and len(todo) > 1 else 'submission'}: "
         + ", ".join(f"{k}={v}" for k, v in shown.items()) + f"; logs {logs}")
-    for line in option_warnings(options) + kind.notes(options, len(todo)):
+    for line in [*notes, *option_warnings(options), *kind.notes(options, len(todo))]:
         out(line)
     if dry_run:
+        if stores:
+            out(f"note: {stores}")
         return report
-    # Compute nodes read a prepared token store (offline): every store the submitted cells need must be ready.
-    missing = check_ready([d.cell for d in todo])
-    if missing:
-        raise StoreError(f"{len(missing)} token store(s) of the cells to submit not ready ({missing[0][1]}); prepare "
-                         f"them first with: study data prepare {getattr(grid, 'path', None) or grid.name} --workers N")
-
-    executor = make_executor(cluster, logs, options, name=grid.name)
     fns = [TrainCell(d.cell.config_dict, str(root), d.cell.axes, argv, cluster) for d in todo]
     log_base = _fixed_part(Path(logs))
     before = set(log_base.rglob("*")) if log_base.is_dir() else set()
