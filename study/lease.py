@@ -243,12 +243,28 @@ class Lease:
             except OSError as exc:  # a read-only or failing disk must not hide the error that ended the run;
                 # the lease left behind reads 'owner gone' as soon as this process is (study.lease.owner_gone)
                 log.warning("cannot remove the lease %s: %s", self.path, exc)
+        _sweep_orphans(self.path)
 
     def __enter__(self) -> Lease:
         return self.acquire()
 
     def __exit__(self, *exc) -> None:
         self.release()
+
+
+ORPHAN_AGE_S = 1.0  # a live writer's temporary lease file exists for microseconds, between its write and link
+
+
+def _sweep_orphans(path: Path) -> None:
+    """Remove the temporary files of lease writes whose process was killed between write and link or rename
+    (a node failure, kill -9): they would stay in the run directory for ever."""
+    now = time.time()
+    for tmp in path.parent.glob(f".{path.name}.*"):
+        try:
+            if now - tmp.stat().st_mtime > ORPHAN_AGE_S:
+                tmp.unlink()
+        except OSError:  # gone already, or a read-only disk: harmless either way
+            pass
 
 
 def read_json_file(path: Path) -> dict | None:

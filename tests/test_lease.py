@@ -190,3 +190,20 @@ def test_a_requeued_slurm_job_takes_over_its_own_earlier_start(tmp_path, monkeyp
     taken = lease.Lease(tmp_path).acquire()
     taken.release()
     assert "requeued" in taken.took_over
+
+
+def test_release_sweeps_the_temporary_files_of_killed_lease_writes(tmp_path):
+    """A process killed between writing its temporary lease file and linking it leaves `.owner.json.<token>`
+    behind (seen in the chaos soak after a node failure); the next owner's release removes it, and never a
+    temporary file young enough to be a live writer's."""
+    run = tmp_path / "run"
+    run.mkdir()
+    orphan, fresh = run / f".{lease.LEASE}.{'a' * 32}", run / f".{lease.LEASE}.tmp-1-b"
+    orphan.write_text("{}")
+    fresh.write_text("{}")
+    old = time.time() - 60
+    os.utime(orphan, (old, old))
+    with lease.Lease(run):
+        assert orphan.exists()  # only at release: the owner alone decides
+    assert not orphan.exists() and fresh.exists()
+    assert sorted(p.name for p in run.iterdir()) == [fresh.name]

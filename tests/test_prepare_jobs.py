@@ -76,7 +76,8 @@ def test_jobs_keep_their_logs_beside_the_store_and_the_manifest_describes_them(t
     said = [r.getMessage() for r in caplog.records]
     assert f"token store {store}: 3 of 5 units to do (this task's share: 3) on 1 worker" in said
     assert f"token store {store}: finalizing (5 units planned)" in said
-    assert sorted(p.name for p in store.iterdir()) == ["heldout", "manifest.json", "spec.json", "tokenizer", "train"]
+    assert sorted(p.name for p in store.iterdir()) == ["heldout", "manifest.json", "spec.json", "tokenizer", "train",
+                                                      "verified.json"]  # the stamps of the hashed shards
     assert (tmp_path / "store.submitit").is_dir()  # the jobs' logs: beside the store, never inside it
     prepared = json.loads((store / "manifest.json").read_text())["prepared"]
     assert prepared["cluster"] == "debug" and prepared["tasks"] == 2 and prepared["workers"] == 1

@@ -84,6 +84,7 @@ class Injector:
 
     def __init__(self, monkeypatch):
         self.kill_at, self.count, self.kill_on_completed = None, 0, False
+        self.kill_name: str | None = None  # or: die at the first call of this name
         from study import results
 
         def wrap(owner, name):
@@ -91,7 +92,7 @@ class Injector:
 
             def hooked(*args, **kwargs):
                 self.count += 1
-                if self.kill_at is not None and self.count == self.kill_at:
+                if name == self.kill_name or (self.kill_at is not None and self.count == self.kill_at):
                     raise Killed(f"{name} #{self.count}")
                 if self.kill_on_completed and name == "write_status" and "completed" in args[1:2]:
                     raise Killed("before 'completed'")
@@ -105,8 +106,8 @@ class Injector:
         wrap(os, "replace")
         wrap(ckpt, "_prune")
 
-    def arm(self, kill_at=None, *, completed=False):
-        self.kill_at, self.count, self.kill_on_completed = kill_at, 0, completed
+    def arm(self, kill_at=None, *, completed=False, name=None):
+        self.kill_at, self.count, self.kill_on_completed, self.kill_name = kill_at, 0, completed, name
 
 
 @pytest.mark.slow
@@ -121,6 +122,12 @@ def test_kills_at_many_points_resume_bit_exact_without_duplicate_rows(reference,
     total = inject.count
     points = sorted({max(1, round(total * f)) for f in (0.03, 0.11, 0.23, 0.37, 0.5, 0.64, 0.8, 0.93)})
     root, killed = tmp_path / "killed", []
+    # The first attempt dies inside its first checkpoint's torch.save (by name: where the spread of points
+    # lands depends on how many writes a run makes, and the later attempts resume near the end).
+    inject.arm(name="save")
+    with pytest.raises(Killed) as kill:
+        train_run(cfg, root, handle_signals=False)
+    killed.append(str(kill.value))
     for k in points:
         # Each attempt dies at its k-th write, or else just before 'completed' (after the final eval row).
         inject.arm(k, completed=True)

@@ -286,7 +286,8 @@ def test_a_cluster_preparation_ends_with_every_job_completed_and_the_local_store
     _wait(lambda: set(_sacct(array, final).values()) == {"COMPLETED"}, "sacct to record every job COMPLETED",
           tmp_path, timeout=60)
     assert sorted(_sacct(array, final)) == sorted(prepared["jobs"])
-    assert sorted(p.name for p in store.iterdir()) == ["heldout", "manifest.json", "spec.json", "tokenizer", "train"]
+    assert sorted(p.name for p in store.iterdir()) == ["heldout", "manifest.json", "spec.json", "tokenizer", "train",
+                                                      "verified.json"]  # the stamps of the hashed shards
     scripts = "".join(p.read_text() for p in (tmp_path / "store.submitit").glob("*.sh"))
     assert "#SBATCH --no-requeue" in scripts and "--signal" not in scripts and "--requeue\n" not in scripts
     assert _files(store) == _local_copy(tmp_path, config)
