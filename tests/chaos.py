@@ -199,6 +199,9 @@ class Chaos:
         self.rng = random.Random(plan.seed)
         self.t_end = time.monotonic() + plan.timeout_s
         self.problems: list[str] = []  # tracebacks of `study` commands and the like, found on the way
+        # The job ids this soak submitted: squeue's job name alone would also show another suite's soak on the
+        # same cluster (two test runs on one machine once aimed a fault at the other's array).
+        self.jobs: set[str] = set()
 
     # ---- study commands -------------------------------------------------------------------------------------
     def study(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
@@ -213,6 +216,8 @@ class Chaos:
         out = res.stdout.splitlines()
         summary = next((ln for ln in out if " cells selected, " in ln), "")
         done = next((ln for ln in out if ln.startswith(("submitted ", "nothing to submit"))), "")
+        if done.startswith("submitted ") and ": " in done:
+            self.jobs |= {job.split("_")[0] for job in done.split(": ", 1)[1].split(", ")}
         err = _first_line(res.stderr)
         flags = " --rerun-failed" if rerun_failed else ""
         self.log(event, f"study submit{flags} ({why}): rc {res.returncode}; {summary}; {done}"
@@ -229,10 +234,11 @@ class Chaos:
 
     # ---- the cluster ----------------------------------------------------------------------------------------
     def queue(self, states: str | None = None) -> list[tuple[str, str, str]]:
-        """(task id, raw job id, state) of this grid's jobs in squeue: by default the live ones (pending, running,
-        completing, ...; `-t all` would list ended jobs too, for MinJobAge)."""
-        res = sh("squeue", "-h", "-r", "-n", GRID, *(["-t", states] if states else []), "-o", "%i|%A|%T")
-        return [tuple(ln.split("|")) for ln in res.stdout.split() if ln.count("|") == 2]
+        """(task id, raw job id, state) of the jobs this soak submitted, in squeue: by default the live ones
+        (pending, running, completing, ...; `-t all` would list ended jobs too, for MinJobAge)."""
+        res = sh("squeue", "-h", "-r", "-n", GRID, *(["-t", states] if states else []), "-o", "%F|%i|%A|%T")
+        rows = [ln.split("|") for ln in res.stdout.split() if ln.count("|") == 3]
+        return [(task, raw, state) for array, task, raw, state in rows if array in self.jobs]
 
     def trainer_pid(self, raw_job: str) -> int | None:
         """The training process of a running job (a python process of step 0 of that job on this cluster)."""
@@ -306,7 +312,11 @@ class Chaos:
                    "usr2": ["scancel", "--signal=USR2", f"{task}.0"],
                    "term": ["scancel", "--signal=TERM", task],
                    "term_full": ["scancel", "--full", "--signal=TERM", task]}[kind]
-            res = sh(*cmd)
+            try:
+                res = sh(*cmd)
+            except subprocess.TimeoutExpired:  # slurmctld too busy to answer: the fault may or may not land later
+                self.log(kind, f"skipped: `{' '.join(cmd)}` {target}: no answer from slurmctld in 60 s", at=at)
+                return
             self.log(kind, f"`{' '.join(cmd)}` {target}: rc {res.returncode}"
                            + (f" {_first_line(res.stderr)}" if res.returncode else ""), at=at)
         elif kind == "slurmd_restart":

@@ -26,7 +26,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.chaos import FAULTS, GRID, LONG, SHORT, Chaos, EventLog, Plan, sh, tmpfs, write_grid
+from tests.chaos import FAULTS, LONG, SHORT, Chaos, EventLog, Plan, sh, tmpfs, write_grid
 from tests.test_dispatch import run_reference
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -182,7 +182,8 @@ def soak(plan: Plan, cluster, tmp_path: Path, cache_dir: Path) -> None:
             except Exception:
                 problems.append(traceback.format_exc())
             finally:
-                sh("scancel", "-n", GRID)  # nothing of a failed soak keeps running
+                if chaos.jobs:  # nothing of a failed soak keeps running (its own jobs: not another suite's)
+                    sh("scancel", *sorted(chaos.jobs))
                 if problems:
                     copy_for_inspection(root, tmp_path / "results-after")
     except Exception:  # the tmpfs itself
